@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds tapgate and its test guest, then runs every test file with Node's test runner.
+# As root the privileged tests run in network namespaces they create; otherwise they skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+npm run build --silent
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/build-guest.sh
+fi
+mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+exec node --test --test-concurrency=1 "${files[@]}"

@@ -1,0 +1,101 @@
+// The client library: asks the daemon for a tap and returns the descriptors it sends.
+//
+// Calls are synchronous and bounded by a timeout, which suits the short-lived helper and
+// launcher processes that use them.
+
+import { connectUnix, recvWithFds, sendAll } from '../sys/unix.js';
+import { closeAll, closeFd } from '../sys/fd.js';
+import { SystemError, errnoDescription } from '../sys/errors.js';
+import { FrameDecoder, MAX_REPLY_BYTES, encodeFrame } from '../protocol/wire.js';
+import { MAX_QUEUES, PROTOCOL_VERSION, type ErrorCode, type Reply, type TapGrant } from '../protocol/messages.js';
+import { clientSocketPath } from '../protocol/paths.js';
+
+export const DEFAULT_TIMEOUT_MS = 5000;
+
+/** The daemon could not be reached, or stopped answering. */
+export class DaemonUnreachableError extends Error {
+  constructor(readonly socketPath: string, readonly code: string, detail: string) {
+    super(`Cannot reach the tapgate daemon at ${socketPath}: ${detail}`);
+    this.name = 'DaemonUnreachableError';
+  }
+}
+
+/** The daemon answered with an error; `code` says which kind. */
+export class DaemonError extends Error {
+  constructor(readonly code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'DaemonError';
+  }
+}
+
+function unreachable(path: string, error: SystemError): DaemonUnreachableError {
+  const detail = `${errnoDescription(error.code)} (${error.code})`;
+  let advice = 'check that the daemon runs ("systemctl status tapgate") and that this user may open the socket';
+  if (error.code === 'ENOENT') advice = 'not found; start the daemon ("systemctl start tapgate" or "tapgate daemon") or set TAPGATE_SOCKET to its socket';
+  if (error.code === 'ECONNREFUSED') advice = 'connection refused; the daemon is not running, start it with "systemctl start tapgate" or "tapgate daemon"';
+  if (error.code === 'EAGAIN') advice = 'timed out waiting for a reply; see the daemon\'s log ("journalctl -u tapgate")';
+  return new DaemonUnreachableError(path, error.code, `${detail}; ${advice}`);
+}
+
+/**
+ * Sends one request and returns the reply with any descriptors it carried (owned by the caller).
+ * @throws DaemonUnreachableError when the socket cannot be used or the daemon does not answer.
+ */
+export function call(message: Record<string, unknown>, socketPath = clientSocketPath(), timeoutMs = DEFAULT_TIMEOUT_MS): { reply: Reply; fds: number[] } {
+  let fd: number;
+  try {
+    fd = connectUnix(socketPath, timeoutMs);
+  } catch (error) {
+    if (error instanceof SystemError) throw unreachable(socketPath, error);
+    throw error;
+  }
+  const fds: number[] = [];
+  try {
+    sendAll(fd, encodeFrame({ version: PROTOCOL_VERSION, ...message }));
+    const decoder = new FrameDecoder(MAX_REPLY_BYTES);
+    for (;;) {
+      const received = recvWithFds(fd, 64 * 1024, MAX_QUEUES + 1);
+      fds.push(...received.fds);
+      if (received.data.length === 0) {
+        throw new DaemonUnreachableError(socketPath, 'EOF', 'the daemon closed the connection without a complete reply; see its log');
+      }
+      const frames = decoder.push(received.data);
+      if (frames.length > 0) return { reply: JSON.parse(frames[0].toString('utf8')) as Reply, fds };
+    }
+  } catch (error) {
+    closeAll(fds);
+    if (error instanceof SystemError) throw unreachable(socketPath, error);
+    throw error;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+export interface OpenTapOptions {
+  network: string;
+  queues?: number;
+  vnetHdr?: boolean;
+  mac?: string;
+  socketPath?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Asks the daemon for a tap on `network` (a network or bridge name).
+ * @returns the grant and one descriptor per queue, owned by the caller.
+ * @throws DaemonError when refused, DaemonUnreachableError when the daemon cannot be reached.
+ */
+export function openTap(options: OpenTapOptions): { grant: TapGrant; fds: number[] } {
+  const message: Record<string, unknown> = { op: 'open-tap', network: options.network, queues: options.queues ?? 1, vnetHdr: options.vnetHdr ?? false };
+  if (options.mac) message.mac = options.mac;
+  const { reply, fds } = call(message, options.socketPath, options.timeoutMs);
+  if (!reply.ok) {
+    closeAll(fds);
+    throw new DaemonError(reply.error.code, reply.error.message);
+  }
+  if (reply.op !== 'open-tap' || fds.length !== (reply as { tap: TapGrant }).tap.queues) {
+    closeAll(fds);
+    throw new DaemonError('internal', `The daemon's reply carried ${fds.length} descriptors for a tap with ${(reply as { tap?: TapGrant }).tap?.queues} queues`);
+  }
+  return { grant: (reply as { tap: TapGrant }).tap, fds };
+}

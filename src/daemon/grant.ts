@@ -1,0 +1,176 @@
+// Handling of an open-tap request: decide, create, configure, attach and hand over.
+//
+// The whole sequence is synchronous, so no other request runs between the quota check and the
+// lease being recorded: N concurrent requests against a quota of Q yield exactly Q taps.
+
+import { randomBytes } from 'node:crypto';
+import { createTap, tunFeatures, IFF_VNET_HDR, TUN_PATH } from '../sys/tun.js';
+import { closeAll } from '../sys/fd.js';
+import { SystemError, errnoDescription } from '../sys/errors.js';
+import type { RtnlSocket, Link } from '../sys/rtnl.js';
+import { decide, describeIdentity } from '../policy/decide.js';
+import { describeRule, type Identity, type Network, type Policy } from '../policy/types.js';
+import { RequestError, type OpenTapRequest, type TapGrant } from '../protocol/messages.js';
+import { encodeAlias, type Lease, type LeaseTable } from './leases.js';
+
+/**
+ * The host-side MAC of every tap. A bridge without a fixed address takes the lowest MAC of its
+ * ports, so the highest unicast value keeps taps from becoming the bridge's address while any
+ * other port exists (QEMU's bridge helper uses the same value for the same reason).
+ */
+export const TAP_HOST_MAC = 'fe:ff:ff:ff:ff:ff';
+const NAME_ATTEMPTS = 16;
+
+export interface GrantContext {
+  policy: Policy;
+  rtnl: RtnlSocket;
+  leases: LeaseTable;
+  /** Re-reads the kernel's view of a user's taps, dropping leases whose tap is gone. */
+  refreshLeases(uid: number, network: string): void;
+}
+
+export interface GrantResult {
+  grant: TapGrant;
+  fds: number[];
+  lease: Lease;
+  rule: string;
+  reason: string;
+}
+
+/** Raised when a request is refused; carries what the audit log needs. */
+export class GrantRefusal extends RequestError {
+  constructor(message: string, code: RequestError['code'], readonly network: Network | undefined, readonly rule: string | undefined) {
+    super(message, code);
+    this.name = 'GrantRefusal';
+  }
+}
+
+let vnetHdrSupported: boolean | undefined;
+
+function tunUnavailable(error: SystemError, network: Network): GrantRefusal {
+  let hint: string;
+  if (error.code === 'ENODEV' || error.code === 'ENOENT' || error.code === 'ENXIO') {
+    hint = 'tun module not available: load it with "modprobe tun", or reboot if the kernel was upgraded';
+  } else if (error.code === 'EACCES' || error.code === 'EPERM') {
+    hint = `blocked by security policy or sandbox: the daemon runs as root but may not open ${TUN_PATH}; allow it in the AppArmor/SELinux profile or the unit's DeviceAllow=`;
+  } else {
+    hint = `opening ${TUN_PATH} failed`;
+  }
+  return new GrantRefusal(`Cannot create a tap: ${TUN_PATH}: ${errnoDescription(error.code)} (${error.code}); ${hint}`, 'tun-unavailable', network, undefined);
+}
+
+function randomMac(): string {
+  const bytes = randomBytes(3);
+  return ['52', '54', '00', ...[...bytes].map((byte) => byte.toString(16).padStart(2, '0'))].join(':');
+}
+
+function checkBridge(link: Link | undefined, network: Network): Link {
+  if (!link) {
+    throw new GrantRefusal(
+      `Bridge ${network.bridge} of network "${network.name}" does not exist; an administrator must create it ` +
+      `(ip link add ${network.bridge} type bridge && ip link set ${network.bridge} up) or fix ${network.source}`,
+      'bridge-missing', network, undefined);
+  }
+  if (link.kind !== 'bridge') {
+    throw new GrantRefusal(
+      `Interface ${network.bridge} of network "${network.name}" is not a bridge (it is ${link.kind ? `a ${link.kind} device` : 'a plain device'}); fix ${network.source}`,
+      'not-a-bridge', network, undefined);
+  }
+  return link;
+}
+
+function checkQuota(context: GrantContext, identity: Identity, network: Network, maxTaps: number, rule: string): void {
+  if (context.leases.count(identity.uid, network.name) >= maxTaps) context.refreshLeases(identity.uid, network.name);
+  const count = context.leases.count(identity.uid, network.name);
+  if (count >= maxTaps) {
+    throw new GrantRefusal(
+      `Tap quota reached for ${describeIdentity(identity)} on network "${network.name}" (bridge ${network.bridge}): ` +
+      `${count} of ${maxTaps} taps in use (limit from the ${rule}); stop a VM on this network or ask for a higher max_taps`,
+      'quota', network, rule);
+  }
+}
+
+function createUniqueTap(identity: Identity, queues: number, vnetHdr: boolean): { id: string; name: string; fds: number[] } {
+  for (let attempt = 0; ; attempt++) {
+    const id = randomBytes(4).toString('hex');
+    const name = `tg${id}`;
+    try {
+      return { id, name, fds: createTap({ name, queues, vnetHdr, ownerUid: identity.uid }).fds };
+    } catch (error) {
+      // EBUSY: an interface of that name exists and IFF_TUN_EXCL kept us off it; pick another.
+      if (!(error instanceof SystemError && error.code === 'EBUSY') || attempt + 1 >= NAME_ATTEMPTS) throw error;
+    }
+  }
+}
+
+function supportsVnetHdr(): boolean {
+  vnetHdrSupported ??= (tunFeatures() & IFF_VNET_HDR) !== 0;
+  return vnetHdrSupported;
+}
+
+/** Configures a new tap and attaches it to the bridge; MTU comes first so the bridge's never drops. */
+function attachTap(context: GrantContext, tap: { name: string; ifindex: number }, bridge: Link, network: Network, alias: string): void {
+  const mtu = bridge.mtu ?? 1500;
+  try {
+    context.rtnl.setLink(tap.ifindex, { mtu, address: TAP_HOST_MAC, alias }, `tap ${tap.name}`);
+  } catch (error) {
+    const reason = error instanceof SystemError ? error.message : String(error);
+    throw new GrantRefusal(`Setting tap ${tap.name} to the MTU ${mtu} of bridge ${network.bridge} (tap MTU is 1500) failed: ${reason}`, 'device-error', network, undefined);
+  }
+  try {
+    context.rtnl.setLink(tap.ifindex, { master: bridge.index, up: true }, `tap ${tap.name}`);
+  } catch (error) {
+    const reason = error instanceof SystemError ? error.message : String(error);
+    throw new GrantRefusal(`Attaching tap ${tap.name} to bridge ${network.bridge} failed: ${reason}`, 'device-error', network, undefined);
+  }
+}
+
+/**
+ * Grants an open-tap request or throws GrantRefusal. On success the caller owns `fds` and
+ * must close them after sending; the daemon keeps none, so the tap lives exactly as long as
+ * the requester's copies.
+ */
+export function grantTap(context: GrantContext, identity: Identity, request: OpenTapRequest): GrantResult {
+  const decision = decide(context.policy, identity, request.network);
+  if (!decision.allowed || !decision.network || !decision.limits || !decision.rule) {
+    throw new GrantRefusal(decision.reason, decision.code === 'unknown-network' ? 'unknown-network' : 'denied', decision.network, decision.rule && describeRule(decision.rule));
+  }
+  const network = decision.network;
+  const rule = describeRule(decision.rule);
+  if (request.queues > decision.limits.maxQueues) {
+    throw new GrantRefusal(`Requested ${request.queues} queues, but the maximum for network "${network.name}" is ${decision.limits.maxQueues} (max_queues of the ${rule})`, 'denied', network, rule);
+  }
+  checkQuota(context, identity, network, decision.limits.maxTaps, rule);
+  const bridge = checkBridge(context.rtnl.getLinkByName(network.bridge), network);
+
+  let created: { id: string; name: string; fds: number[] };
+  let vnetHdr: boolean;
+  try {
+    vnetHdr = request.vnetHdr && supportsVnetHdr();
+    created = createUniqueTap(identity, request.queues, vnetHdr);
+  } catch (error) {
+    if (error instanceof SystemError && error.operation === 'open') throw tunUnavailable(error, network);
+    throw error;
+  }
+
+  try {
+    const link = context.rtnl.getLinkByName(created.name);
+    if (!link) throw new SystemError('RTM_GETLINK', `tap ${created.name}`, 19 /* ENODEV */);
+    const mac = request.mac ?? randomMac();
+    attachTap(context, { name: created.name, ifindex: link.index }, bridge, network, encodeAlias({ uid: identity.uid, network: network.name, id: created.id, mac }));
+    const lease: Lease = {
+      id: created.id, tap: created.name, ifindex: link.index, uid: identity.uid, network: network.name,
+      bridge: network.bridge, mac, pid: identity.pid, since: new Date().toISOString(),
+    };
+    context.leases.add(lease);
+    const grant: TapGrant = {
+      name: created.name, ifindex: link.index, network: network.name, bridge: network.bridge,
+      mtu: bridge.mtu ?? 1500, mac, vnetHdr, queues: request.queues, lease: created.id,
+    };
+    return { grant, fds: created.fds, lease, rule, reason: decision.reason };
+  } catch (error) {
+    // Closing the only descriptors removes the non-persistent tap and its bridge port.
+    closeAll(created.fds);
+    throw error;
+  }
+}

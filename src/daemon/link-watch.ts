@@ -1,0 +1,35 @@
+// Follows the kernel's link notifications so that a lease ends as soon as its tap disappears,
+// including when the VM was killed with SIGKILL and no client said goodbye.
+
+import { read } from 'node:fs';
+import { decodeLinkEvents, openLinkEvents, type LinkEvent } from '../sys/rtnl.js';
+
+/**
+ * Starts reading link events; `onEvents` gets each batch, `onOverrun` is called when the
+ * kernel dropped notifications (ENOBUFS) so the caller can re-read the full link list.
+ * The blocking reads run on one libuv thread-pool thread. Returns a function that stops it.
+ */
+export function watchLinks(onEvents: (events: LinkEvent[]) => void, onOverrun: (error: Error) => void): () => void {
+  const fd = openLinkEvents();
+  const buffer = Buffer.alloc(256 * 1024);
+  let stopped = false;
+
+  const next = (): void => {
+    read(fd, buffer, 0, buffer.length, null, (error, bytes) => {
+      if (stopped) return;
+      if (error) {
+        onOverrun(error);
+      } else {
+        onEvents(decodeLinkEvents(buffer.subarray(0, bytes)));
+      }
+      next();
+    });
+  };
+  next();
+
+  // NOTE: a read already blocked in the thread pool is not woken by close(), so stopping only
+  // takes effect at the next event; the daemon calls this on its way to process exit.
+  return () => {
+    stopped = true;
+  };
+}

@@ -1,0 +1,68 @@
+// The compiled form of a policy, shared by the parser and the decision function.
+
+export interface Network {
+  name: string;
+  bridge: string;
+  /** Where the network is defined, as FILE:LINE. */
+  source: string;
+}
+
+export interface Limits {
+  /** Maximum taps one user may hold at once on one network. */
+  maxTaps: number;
+  /** Maximum queues per tap. */
+  maxQueues: number;
+  /** Whether a vhost-net descriptor may be passed with the tap. */
+  vhost: boolean;
+  /** Whether the user may ask for a tap without anti-spoofing filters. */
+  unfiltered: boolean;
+}
+
+export interface Rule {
+  kind: 'allow' | 'deny';
+  /** Optional label from the file; shown in decisions and the audit log. */
+  label: string | undefined;
+  /** Where the rule starts, as FILE:LINE. */
+  source: string;
+  /** User names or decimal uids. */
+  users: string[];
+  /** Group names or decimal gids. */
+  groups: string[];
+  /** Network names; `*` matches every network. */
+  networks: string[];
+  limits: Limits;
+}
+
+export interface DaemonSettings {
+  auditLog: string | undefined;
+}
+
+export interface Policy {
+  /** The file the policy came from. */
+  path: string;
+  networks: Map<string, Network>;
+  rules: Rule[];
+  daemon: DaemonSettings;
+  /** Problems that do not invalidate the policy, each prefixed with FILE:LINE. */
+  warnings: string[];
+}
+
+/** Who asks, as the kernel reported it for the connection, with names resolved by the daemon. */
+export interface Identity {
+  uid: number;
+  gid: number;
+  /** Supplementary groups from SO_PEERGROUPS. */
+  groups: number[];
+  user: string | undefined;
+  /** Names of the primary and supplementary groups that resolve. */
+  groupNames: string[];
+  pid: number;
+}
+
+export const DEFAULT_LIMITS: Limits = { maxTaps: 8, maxQueues: 8, vhost: false, unfiltered: false };
+
+/** Describes a rule for messages and the audit log: `allow rule "lab" at FILE:LINE`. */
+export function describeRule(rule: Rule): string {
+  const label = rule.label ? ` "${rule.label}"` : '';
+  return `${rule.kind} rule${label} at ${rule.source}`;
+}
