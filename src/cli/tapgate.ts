@@ -3,8 +3,9 @@
 import { parseArgs } from 'node:util';
 import { runDaemon } from '../daemon/main.js';
 import { DEFAULT_CONFIG, DEFAULT_SOCKET } from '../protocol/paths.js';
-import { call, DaemonUnreachableError } from '../client/client.js';
+import { DaemonUnreachableError } from '../client/client.js';
 import { runLauncher } from './run.js';
+import { checkCommand, statusCommand } from './status.js';
 import type { Level } from '../daemon/log.js';
 
 const USAGE = `Usage: tapgate COMMAND [OPTIONS]
@@ -37,60 +38,25 @@ async function daemonCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-function statusCommand(argv: string[]): number {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, strict: true });
-  const { reply } = call({ op: 'status' });
-  if (values.json) {
-    process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
-    return reply.ok ? 0 : 1;
-  }
-  if (!reply.ok) return fail(reply.error.message);
-  const status = reply as unknown as {
-    pid: number; policy: { path: string; valid: boolean; error?: string }; tun: { ok: boolean; problem?: string };
-    networks: { name: string; bridge: string }[]; leases: { tap: string; network: string; mac: string; uid: number; since: string }[];
-  };
-  const lines = [
-    `daemon:   running (pid ${status.pid})`,
-    `policy:   ${status.policy.path} ${status.policy.valid ? 'valid' : `INVALID: ${status.policy.error}`}`,
-    `tun:      ${status.tun.ok ? 'ok' : status.tun.problem}`,
-    `networks: ${status.networks.map((network) => `${network.name} (bridge ${network.bridge})`).join(', ') || 'none'}`,
-    `taps:     ${status.leases.length === 0 ? 'none' : ''}`,
-    ...status.leases.map((lease) => `  ${lease.tap}  network ${lease.network}  guest MAC ${lease.mac}  uid ${lease.uid}  since ${lease.since}`),
-  ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  return status.policy.valid && status.tun.ok ? 0 : 1;
-}
-
-function checkCommand(argv: string[]): number {
-  const { values } = parseArgs({ args: argv, options: { network: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
-  if (!values.network) return fail('check needs --network NAME');
-  const { reply } = call({ op: 'check', network: values.network });
-  if (values.json) {
-    process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
-  } else if (!reply.ok) {
-    return fail(reply.error.message);
-  } else {
-    const check = reply as unknown as { allowed: boolean; reason: string };
-    process.stdout.write(`${check.allowed ? 'allowed' : 'denied'}: ${check.reason}\n`);
-  }
-  return reply.ok && (reply as unknown as { allowed: boolean }).allowed ? 0 : 1;
-}
+/** Subcommands by name; each resolves with its exit status. */
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
+  run: runLauncher,
+  daemon: daemonCommand,
+  status: statusCommand,
+  check: checkCommand,
+};
 
 /** Runs the tapgate command line and resolves with the exit status. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 1 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) return fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
   try {
-    switch (command) {
-      case 'run': return await runLauncher(rest);
-      case 'daemon': return await daemonCommand(rest);
-      case 'status': return statusCommand(rest);
-      case 'check': return checkCommand(rest);
-      case undefined: case 'help': case '--help': case '-h':
-        process.stdout.write(USAGE);
-        return command === undefined ? 1 : 0;
-      default:
-        return fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
-    }
+    return await run(rest);
   } catch (error) {
     if (error instanceof DaemonUnreachableError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       return fail((error as Error).message);

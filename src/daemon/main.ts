@@ -11,134 +11,18 @@ import type { Server } from 'node:net';
 import { RtnlSocket } from '../sys/rtnl.js';
 import { connectUnix } from '../sys/unix.js';
 import { closeFd } from '../sys/fd.js';
-import { SystemError } from '../sys/errors.js';
-import { tunFeatures, TUN_PATH } from '../sys/tun.js';
-import { PROTOCOL_VERSION, parseRequest, type OpenTapRequest, type Reply } from '../protocol/messages.js';
-import { decide } from '../policy/decide.js';
-import { describeRule, type Identity } from '../policy/types.js';
-import { createLogger, type Level, type Logger } from './log.js';
+import { createLogger, type Level } from './log.js';
 import { AuditLog } from './audit.js';
-import { LeaseTable, decodeAlias } from './leases.js';
-import { GrantRefusal, grantTap, type GrantContext } from './grant.js';
-import { loadPolicy, type PolicyState } from './policy-store.js';
-import { startServer, type HandlerResult } from './server.js';
+import { LeaseTable } from './leases.js';
+import { loadPolicy } from './policy-store.js';
+import { startServer } from './server.js';
 import { watchLinks } from './link-watch.js';
+import { dispatch, endLease, probeTun, reconcile, type State } from './handlers.js';
 
 export interface DaemonOptions {
   config: string;
   socket: string;
   logLevel: Level;
-}
-
-interface State {
-  options: DaemonOptions;
-  policy: PolicyState;
-  rtnl: RtnlSocket;
-  leases: LeaseTable;
-  audit: AuditLog;
-  logger: Logger;
-  tunProblem: string | undefined;
-}
-
-function probeTun(): string | undefined {
-  try {
-    tunFeatures();
-    return undefined;
-  } catch (error) {
-    return error instanceof SystemError ? `${TUN_PATH}: ${error.message}` : String(error);
-  }
-}
-
-/** Adopts every tap that carries a tapgate alias, so quotas survive a daemon restart. */
-function reconcile(state: State): void {
-  const seen = new Set<number>();
-  for (const link of state.rtnl.listLinks()) {
-    const owner = link.kind === 'tun' ? decodeAlias(link.alias) : undefined;
-    if (!owner) continue;
-    seen.add(link.index);
-    if (state.leases.get(link.index)) continue;
-    const bridge = state.policy.ok ? state.policy.policy.networks.get(owner.network)?.bridge ?? '' : '';
-    state.leases.add({ ...owner, tap: link.name, ifindex: link.index, bridge, pid: null, since: new Date().toISOString() });
-    state.logger.log('info', 'Adopted a live tap', { tap: link.name, uid: owner.uid, network: owner.network, lease: owner.id });
-  }
-  for (const lease of state.leases.all()) {
-    if (!seen.has(lease.ifindex)) endLease(state, lease.ifindex, 'the tap was gone when the daemon re-read the link list');
-  }
-}
-
-function endLease(state: State, ifindex: number, reason: string): void {
-  const lease = state.leases.remove(ifindex);
-  if (!lease) return;
-  state.audit.record({
-    event: 'lease-end', uid: lease.uid, user: null, pid: lease.pid, request: null, decision: 'ended', rule: null, reason,
-    network: lease.network, bridge: lease.bridge, tap: lease.tap, mac: lease.mac, lease: lease.id,
-  });
-}
-
-function grantContext(state: State): GrantContext {
-  if (!state.policy.ok) throw new GrantRefusal(`The tapgate policy is invalid, so every request is denied until it is fixed: ${state.policy.error}`, 'policy-error', undefined, undefined);
-  return {
-    policy: state.policy.policy,
-    rtnl: state.rtnl,
-    leases: state.leases,
-    refreshLeases(uid, network) {
-      for (const lease of state.leases.owned(uid, network)) {
-        if (!state.rtnl.getLinkByIndex(lease.ifindex)) endLease(state, lease.ifindex, 'the tap disappeared');
-      }
-    },
-  };
-}
-
-function handleOpenTap(state: State, identity: Identity, request: OpenTapRequest): HandlerResult {
-  const base = { event: 'decision' as const, uid: identity.uid, user: identity.user ?? null, pid: identity.pid, request: { ...request } };
-  try {
-    const result = grantTap(grantContext(state), identity, request);
-    state.audit.record({
-      ...base, decision: 'granted', rule: result.rule, reason: result.reason, network: result.grant.network,
-      bridge: result.grant.bridge, tap: result.grant.name, mac: result.grant.mac, lease: result.grant.lease,
-    });
-    return { reply: { version: PROTOCOL_VERSION, ok: true, op: 'open-tap', tap: result.grant }, fds: result.fds };
-  } catch (error) {
-    const refusal = error instanceof GrantRefusal;
-    const message = error instanceof Error ? error.message : String(error);
-    state.audit.record({
-      ...base, decision: refusal && error.code !== 'device-error' && error.code !== 'tun-unavailable' ? 'denied' : 'error',
-      rule: refusal ? error.rule ?? null : null, reason: message, network: refusal ? error.network?.name ?? null : null,
-      bridge: refusal ? error.network?.bridge ?? null : null, tap: null, mac: null, lease: null,
-    });
-    if (refusal) throw error;
-    throw new GrantRefusal(`Creating the tap failed: ${message}`, 'device-error', undefined, undefined);
-  }
-}
-
-function handleStatus(state: State, identity: Identity): Reply {
-  const leases = state.leases.all().filter((lease) => identity.uid === 0 || lease.uid === identity.uid);
-  return {
-    version: PROTOCOL_VERSION, ok: true, op: 'status',
-    pid: process.pid,
-    policy: state.policy.ok ? { path: state.options.config, valid: true, warnings: state.policy.policy.warnings } : { path: state.options.config, valid: false, error: state.policy.error },
-    tun: state.tunProblem ? { ok: false, problem: state.tunProblem } : { ok: true },
-    networks: state.policy.ok ? [...state.policy.policy.networks.values()].map(({ name, bridge }) => ({ name, bridge })) : [],
-    leases,
-    totalLeases: state.leases.size,
-  };
-}
-
-function handleCheck(state: State, identity: Identity, network: string): Reply {
-  const context = grantContext(state);
-  const decision = decide(context.policy, identity, network);
-  return {
-    version: PROTOCOL_VERSION, ok: true, op: 'check', allowed: decision.allowed, reason: decision.reason,
-    rule: decision.rule ? describeRule(decision.rule) : null, limits: decision.limits ?? null,
-    inUse: decision.network ? state.leases.count(identity.uid, decision.network.name) : 0,
-  };
-}
-
-function dispatch(state: State, identity: Identity, body: Buffer): HandlerResult {
-  const request = parseRequest(body);
-  if (request.op === 'open-tap') return handleOpenTap(state, identity, request);
-  if (request.op === 'status') return { reply: handleStatus(state, identity) };
-  return { reply: handleCheck(state, identity, request.network) };
 }
 
 /** Removes a socket file left by a daemon that died; refuses to steal one that answers. */
