@@ -48,14 +48,14 @@ fi
 
 [[ $(id -u) -eq 0 ]] || die "must run as root to build the guest (apt-get download, mknod); run: sudo $script_path"
 for tool in apt-get apt-cache dpkg-deb dpkg-query cpio gzip sha256sum flock mknod; do
-  command -v "$tool" >/dev/null || die "required tool '$tool' is missing"
+  command -v "$tool" >/dev/null || die "required tool '$tool' is missing; install the package that provides it"
 done
 
 mkdir -p "$out_dir"
 chmod 0755 "$repo_root/.cache" "$out_dir"
 
-# Serialize concurrent builds, then check again: another process may have just
-# finished the same build while this one waited for the lock.
+# Serialize concurrent builds. Check the cache again after taking the lock,
+# because another process may have finished the same build in the meantime.
 exec 9>"$out_dir/.lock"
 flock 9
 if cache_is_current; then
@@ -148,6 +148,8 @@ fetch_and_extract "$kernel_package"
 
 # Ubuntu splits the modules and modules.builtin into linux-modules-<abi>, a
 # dependency of the image package. Debian's image package contains them.
+# NOTE: the Ubuntu branches of this script have only been run on Debian 12,
+# where they do nothing.
 for package in $(package_depends "$kernel_package" | grep -E '^linux-modules-[0-9]' || true); do
   fetch_and_extract "$package"
 done
@@ -198,8 +200,8 @@ done
 staged_modules_dir="$root_dir/lib/modules"
 mkdir -p "$staged_modules_dir"
 
-# Copy module $1 into the initramfs as an uncompressed .ko, because busybox
-# insmod loads plain ELF files only.
+# Copy module $1 into the initramfs as an uncompressed .ko, so that loading it
+# depends on neither busybox's nor the kernel's decompression support.
 stage_module() {
   local name="$1" source="${module_file[$1]}" target="$staged_modules_dir/$1.ko"
   case "$source" in
@@ -325,8 +327,8 @@ done </lib/modules/load-order
 
 ip link set lo up
 
-# The NIC is probed while virtio_net loads; allow a few seconds in case the
-# probe runs asynchronously.
+# The NIC is normally probed while virtio_net loads. Wait up to 5 s in case
+# the probe runs asynchronously.
 tries=0
 while [ ! -e /sys/class/net/eth0 ] && [ "$tries" -lt 50 ]; do
   sleep 0.1

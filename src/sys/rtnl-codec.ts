@@ -124,7 +124,8 @@ export interface NetlinkError {
 }
 
 export function decodeError(header: NetlinkHeader, payload: Buffer): NetlinkError {
-  const errno = -payload.readInt32LE(0);
+  // The kernel stores a negated errno; `|| 0` keeps an acknowledgement at 0 rather than -0.
+  const errno = -payload.readInt32LE(0) || 0;
   let message: string | undefined;
   if (header.flags & NLM_F_ACK_TLVS) {
     // The error payload echoes the request: only its header when NLM_F_CAPPED, else all of it.

@@ -31,8 +31,10 @@ function renderPolicy(text: string, auditLog: string): string {
 /**
  * Starts `tapgate daemon` in `namespace` with `policy` (TOML; the placeholder AUDIT_LOG becomes
  * the path of a fresh audit file) and resolves once its socket accepts connections.
+ * `options.wrapper` is a command prefix run inside the namespace before node; it must exec
+ * node in the end, so that the handle's pid stays the daemon's.
  */
-export async function startDaemon(namespace: Namespace, policy: string): Promise<DaemonHandle> {
+export async function startDaemon(namespace: Namespace, policy: string, options: { wrapper?: string[] } = {}): Promise<DaemonHandle> {
   const directory = mkdtempSync(join(tmpdir(), 'tapgate-test-'));
   chmodSync(directory, 0o755);
   const socket = join(directory, 'tapgate.sock');
@@ -41,7 +43,9 @@ export async function startDaemon(namespace: Namespace, policy: string): Promise
   writeFileSync(config, renderPolicy(policy, auditLog));
 
   let output = '';
-  const child = spawn('ip', ['netns', 'exec', namespace.name, process.execPath, tapgateScript(), 'daemon', '--config', config, '--socket', socket, '--log-level', 'debug'], {
+  // `wrapper` runs before node inside the namespace, e.g. `unshare --mount ...` to alter /dev.
+  const command = [...(options.wrapper ?? []), process.execPath, tapgateScript(), 'daemon', '--config', config, '--socket', socket, '--log-level', 'debug'];
+  const child = spawn('ip', ['netns', 'exec', namespace.name, ...command], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.on('data', (chunk) => { output += chunk; });

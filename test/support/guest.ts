@@ -24,7 +24,7 @@ export interface GuestReport {
   done: boolean;
 }
 
-/** The build downloads a kernel package of about 70 MB, so it may take minutes. */
+/** The build downloads a kernel package (70 MB for Debian 12's 6.1 kernel), so it may take minutes. */
 const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
 
 export function guestPaths(repoRoot: string): GuestPaths {
