@@ -16,6 +16,8 @@ packages=(
   passt               # data-plane comparison
   procps              # ps, pgrep
   kmod                # modinfo, for the guest build
+  libcap2-bin         # getcap: the installed helper must carry no file capabilities
+  python3             # small socketpair peers in tests
 )
 
 missing=()

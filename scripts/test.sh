@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/install-deps.sh
+fi
+[ -d node_modules/koffi ] || npm ci --no-audit --no-fund
 npm run build --silent
 if [ "$(id -u)" -eq 0 ]; then
   bash scripts/build-guest.sh
