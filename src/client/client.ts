@@ -1,4 +1,4 @@
-// The client library: asks the daemon for a tap and returns the descriptors it sends.
+// The client library: requests taps from the daemon and returns the descriptors it sends.
 //
 // Calls are synchronous and bounded by a timeout, which suits the short-lived helper and
 // launcher processes that use them.
@@ -12,7 +12,7 @@ import { clientSocketPath } from '../protocol/paths.js';
 
 export const DEFAULT_TIMEOUT_MS = 5000;
 
-/** The daemon could not be reached, or stopped answering. */
+/** The daemon could not be reached, or sent no reply in time. */
 export class DaemonUnreachableError extends Error {
   constructor(readonly socketPath: string, readonly code: string, detail: string) {
     super(`Cannot reach the tapgate daemon at ${socketPath}: ${detail}`);
@@ -20,7 +20,7 @@ export class DaemonUnreachableError extends Error {
   }
 }
 
-/** The daemon answered with an error; `code` says which kind. */
+/** An error reply from the daemon; `code` is its kind. */
 export class DaemonError extends Error {
   constructor(readonly code: ErrorCode, message: string) {
     super(message);
@@ -39,7 +39,7 @@ function unreachable(path: string, error: SystemError): DaemonUnreachableError {
 
 /**
  * Sends one request and returns the reply with any descriptors it carried (owned by the caller).
- * @throws DaemonUnreachableError when the socket cannot be used or the daemon does not answer.
+ * @throws DaemonUnreachableError when the socket cannot be used or no reply arrives in time.
  */
 export function call(message: Record<string, unknown>, socketPath = clientSocketPath(), timeoutMs = DEFAULT_TIMEOUT_MS): { reply: Reply; fds: number[] } {
   let fd: number;

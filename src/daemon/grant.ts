@@ -15,8 +15,8 @@ import { encodeAlias, type Lease, type LeaseTable } from './leases.js';
 
 /**
  * The host-side MAC of every tap. A bridge without a fixed address takes the lowest MAC of its
- * ports, so the highest unicast value keeps taps from becoming the bridge's address while any
- * other port exists (QEMU's bridge helper uses the same value for the same reason).
+ * ports. The highest unicast value therefore never becomes the bridge's address while any other
+ * port exists. QEMU's bridge helper uses the same value for the same reason.
  */
 export const TAP_HOST_MAC = 'fe:ff:ff:ff:ff:ff';
 const NAME_ATTEMPTS = 16;

@@ -12,7 +12,7 @@ import type { Identity } from '../policy/types.js';
 import type { Logger } from './log.js';
 import { connectionIdentity } from './identity.js';
 
-/** What a handler returns: the reply and any descriptors to attach, which the server closes after sending. */
+/** A handler's result: the reply and any descriptors to attach, which the server closes after sending. */
 export interface HandlerResult {
   reply: Reply;
   fds?: number[];

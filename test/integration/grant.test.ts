@@ -30,10 +30,13 @@ bridge = "brjumbo"
 [networks.small]
 bridge = "brsmall"
 
+[networks.huge]
+bridge = "brhuge"
+
 [[allow]]
 name = "lab users"
 users = ["${alice.name}"]
-networks = ["lab", "jumbo", "small"]
+networks = ["lab", "jumbo", "small", "huge"]
 max_taps = 8
 max_queues = 4
 `;
@@ -62,6 +65,7 @@ describe('open-tap', { skip: privilegedSkipReason() }, () => {
     ns.ip('link', 'add', 'jumbo0', 'mtu', '9000', 'type', 'veth', 'peer', 'name', 'jumbo1', 'mtu', '9000');
     ns.ip('link', 'set', 'jumbo0', 'master', 'brjumbo', 'up');
     ns.addBridge('brsmall', { mtu: 1400 });
+    ns.addBridge('brhuge', { mtu: 65535 });
     alice = createUser();
     bob = createUser();
     daemon = await startDaemon(ns, policy(alice));
@@ -100,6 +104,17 @@ describe('open-tap', { skip: privilegedSkipReason() }, () => {
       await jumbo.release();
       await small.release();
     }
+  });
+
+  test('MTU the tap cannot take fails cleanly', () => {
+    const linksBefore = ns.links();
+    const report = probe(alice, daemon.socket, ['huge']);
+    assert.equal(report.ok, false);
+    assert.match(report.error!, /tap tg[0-9a-f]{8}/);
+    assert.match(report.error!, /MTU 65535 of bridge brhuge/);
+    assert.match(report.error!, /tap MTU is 1500/);
+    assert.deepEqual(ns.links(), linksBefore, 'the tap was removed');
+    assert.equal(ns.ipJson<{ mtu: number }[]>('link', 'show', 'brhuge')[0].mtu, 65535);
   });
 
   test('bridge keeps its MAC address', async () => {
