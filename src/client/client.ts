@@ -30,11 +30,13 @@ export class DaemonError extends Error {
 
 function unreachable(path: string, error: SystemError): DaemonUnreachableError {
   const detail = `${errnoDescription(error.code)} (${error.code})`;
-  let advice = 'check that the daemon runs ("systemctl status tapgate") and that this user may open the socket';
-  if (error.code === 'ENOENT') advice = 'not found; start the daemon ("systemctl start tapgate" or "tapgate daemon") or set TAPGATE_SOCKET to its socket';
-  if (error.code === 'ECONNREFUSED') advice = 'connection refused; the daemon is not running, start it with "systemctl start tapgate" or "tapgate daemon"';
-  if (error.code === 'EAGAIN') advice = 'timed out waiting for a reply; see the daemon\'s log ("journalctl -u tapgate")';
-  return new DaemonUnreachableError(path, error.code, `${detail}; ${advice}`);
+  const advice: Record<string, string> = {
+    ENOENT: 'the socket was not found; start the daemon ("systemctl start tapgate" or "tapgate daemon") or set TAPGATE_SOCKET to its socket',
+    ECONNREFUSED: 'nothing listens there; start the daemon ("systemctl start tapgate" or "tapgate daemon")',
+    EACCES: 'this user may not open the socket or a directory above it; ask an administrator to check its permissions',
+    EAGAIN: 'the daemon sent no reply in time; see its log ("journalctl -u tapgate")',
+  };
+  return new DaemonUnreachableError(path, error.code, `${detail}; ${advice[error.code] ?? 'check that the daemon runs ("systemctl status tapgate")'}`);
 }
 
 /**

@@ -37,7 +37,7 @@ function errorHeader(flags: number, payloadLength: number): NetlinkHeader {
   return { length: 16 + payloadLength, type: NLMSG_ERROR, flags, seq: 9, pid: 0 };
 }
 
-/** A request as the kernel would echo it: a 16-byte header plus `bodyLength` bytes of body. */
+/** Builds a request as the kernel echoes it: a 16-byte header plus `bodyLength` bytes of body. */
 function echoedRequest(bodyLength: number): Buffer {
   const body = Buffer.alloc(bodyLength, 0xab);
   return Buffer.concat([rawHeader(16 + bodyLength, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, 9, 0), body]);
@@ -144,7 +144,7 @@ test('encodeLinkMessage writes header and ifinfomsg', () => {
 });
 
 test('splitMessages splits a datagram at aligned boundaries', () => {
-  // The first message's length (37) is not a multiple of 4; the next starts at offset 40.
+  // The first message's length (37) is not a multiple of 4, so the next one starts at offset 40.
   const first = Buffer.concat([rawHeader(37, RTM_NEWLINK, 0x2, 5, 77), Buffer.alloc(21, 1), Buffer.alloc(3)]);
   const second = Buffer.concat([rawHeader(20, 3, 0x2, 5, 77), Buffer.alloc(4)]);
   const messages = splitMessages(Buffer.concat([first, second]));
@@ -241,10 +241,12 @@ test('decodeLink decodes a hand-built RTM_NEWLINK payload', () => {
     rawAttribute(IFLA.LINKINFO | 0x8000, linkinfo),
     rawAttribute(250, u32(12345)),
   ]);
+
   const link = decodeLink(payload);
   assert.equal(link.type, 1);
   assert.equal(link.index, 7);
   assert.equal(link.flags, 0x1003);
+
   assert.equal(link.name, 'tg0a1b2c3d');
   assert.equal(link.mtu, 1400);
   assert.equal(link.minMtu, 68);
@@ -254,6 +256,7 @@ test('decodeLink decodes a hand-built RTM_NEWLINK payload', () => {
   assert.equal(link.operstate, 'UP');
   assert.equal(link.alias, 'tapgate uid=1000');
   assert.equal(link.txQueues, 4);
+
   assert.equal(link.kind, 'tun');
   assert.equal(link.slaveKind, 'bridge');
 });
