@@ -109,6 +109,9 @@ export async function runLauncher(argv: readonly string[]): Promise<number> {
       const childFds = fds.map((_, offset) => 3 + held.length + offset);
       held.push(...fds);
       planned.push({ nic, childFds, mac: grant.mac });
+      if (nic.form === 'netdev' && fds.length > 1) {
+        process.stderr.write(`tapgate: add mq=on,vectors=${2 * fds.length + 2} to the -device of netdev ${nic.id}, or the guest uses one of its ${fds.length} queues\n`);
+      }
       process.stderr.write(`tapgate: tap ${grant.name} on network ${grant.network} (bridge ${grant.bridge}, MTU ${grant.mtu}), guest MAC ${grant.mac}\n`);
     }
   } catch (error) {
