@@ -32,18 +32,59 @@ export function statusCommand(argv: string[]): number {
   return status.policy.valid && status.tun.ok ? 0 : 1;
 }
 
+interface CheckReply {
+  user: { uid: number; name: string | null; description: string };
+  network: { name: string; bridge: string } | null;
+  allowed: boolean;
+  reason: string;
+  rule: string | null;
+  limits: { maxTaps: number; maxQueues: number; vhost: boolean; unfiltered: boolean } | null;
+  inUse: number;
+  quotaFull: boolean;
+  bridgeProblem: string | null;
+  wouldGrant: boolean;
+}
+
+const yesNo = (value: boolean): string => (value ? 'yes' : 'no');
+
+/** Formats a `check` reply as the lines `tapgate check` prints. */
+export function formatCheck(check: CheckReply): string[] {
+  const lines = [
+    `decision: ${check.allowed ? 'allowed' : 'denied'}`,
+    `user:     ${check.user.description}`,
+    `network:  ${check.network ? `${check.network.name} (bridge ${check.network.bridge})` : 'unknown'}`,
+    `rule:     ${check.rule ?? (check.network ? 'none matches, so the default deny applies' : 'none')}`,
+    `reason:   ${check.reason}`,
+  ];
+  if (check.limits) {
+    const { maxTaps, maxQueues, vhost, unfiltered } = check.limits;
+    lines.push(`limits:   max_taps ${maxTaps}, max_queues ${maxQueues}, vhost ${yesNo(vhost)}, unfiltered ${yesNo(unfiltered)}`);
+    const full = check.quotaFull ? '; the quota is full, so a new request would be refused' : '';
+    lines.push(`usage:    ${check.inUse} of ${maxTaps} taps in use${full}`);
+  } else if (check.network) {
+    lines.push(`usage:    ${check.inUse} taps in use`);
+  }
+  if (check.bridgeProblem) lines.push(`bridge:   ${check.bridgeProblem}`);
+  return lines;
+}
+
 export function checkCommand(argv: string[]): number {
-  const { values } = parseArgs({ args: argv, options: { network: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { network: { type: 'string' }, user: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
   if (!values.network) return fail('check needs --network NAME');
-  const { reply } = call({ op: 'check', network: values.network });
+  if (values.user !== undefined && process.getuid?.() !== 0) {
+    return fail(`only root may check another user's access; run "tapgate check --network ${values.network}" without --user to check your own`);
+  }
+  const request: Record<string, unknown> = { op: 'check', network: values.network };
+  if (values.user !== undefined) request.user = values.user;
+  const { reply } = call(request);
   if (values.json) {
     process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
   } else if (!reply.ok) {
     return fail(reply.error.message);
   } else {
-    const check = reply as unknown as { allowed: boolean; reason: string };
-    process.stdout.write(`${check.allowed ? 'allowed' : 'denied'}: ${check.reason}\n`);
+    process.stdout.write(`${formatCheck(reply as unknown as CheckReply).join('\n')}\n`);
   }
-  return reply.ok && (reply as unknown as { allowed: boolean }).allowed ? 0 : 1;
+  // Exit status 0 means a request made now would be granted: policy, quota and bridge all pass.
+  return reply.ok && (reply as unknown as CheckReply).wouldGrant ? 0 : 1;
 }
 

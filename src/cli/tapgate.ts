@@ -6,6 +6,9 @@ import { DEFAULT_CONFIG, DEFAULT_SOCKET } from '../protocol/paths.js';
 import { DaemonUnreachableError } from '../client/client.js';
 import { runLauncher } from './run.js';
 import { checkCommand, statusCommand } from './status.js';
+import { policyCommand } from './policy.js';
+import { doctorCommand } from './doctor.js';
+import { auditCommand } from './audit.js';
 import type { Level } from '../daemon/log.js';
 
 const USAGE = `Usage: tapgate COMMAND [OPTIONS]
@@ -13,7 +16,16 @@ const USAGE = `Usage: tapgate COMMAND [OPTIONS]
 Commands:
   run [OPTIONS] -- QEMU ARGS...   start QEMU with taps from the daemon ("tapgate run --help")
   status [--json]                 show the daemon's health and this user's taps
-  check --network NAME [--json]   show whether this user may use a network, and which rule decides
+  check [--user USER] --network NAME [--json]
+                                  explain whether a request would be granted: the decision, the rule
+                                  (FILE:LINE), limits and usage; --user is for root; exit status 0
+                                  when a request now would be granted
+  audit [--since TIME] [--user USER] [--json] [--file PATH]
+                                  print the audit log's decisions and lease ends ("tapgate audit --help")
+  policy SUBCOMMAND [ARGS]        work on policy files ("tapgate policy --help")
+  doctor [--network NAME] [--json]
+                                  find what keeps this user's VMs off the network and print the fixes;
+                                  exit status 0 all well, 1 something blocks VMs, 2 warnings only
   daemon [--config FILE] [--socket PATH] [--log-level LEVEL]
                                   run the privileged daemon (as root or with CAP_NET_ADMIN)
 
@@ -44,6 +56,9 @@ const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
   daemon: daemonCommand,
   status: statusCommand,
   check: checkCommand,
+  policy: policyCommand,
+  doctor: doctorCommand,
+  audit: auditCommand,
 };
 
 /** Runs the tapgate command line and resolves with the exit status. */

@@ -8,7 +8,9 @@ import { createTap, tunFeatures, IFF_VNET_HDR, TUN_PATH } from '../sys/tun.js';
 import { closeAll } from '../sys/fd.js';
 import { SystemError, errnoDescription } from '../sys/errors.js';
 import type { RtnlSocket, Link } from '../sys/rtnl.js';
-import { decide, describeIdentity } from '../policy/decide.js';
+import { describeIdentity, type Decision } from '../policy/decide.js';
+import { decideRequest } from '../policy/bridge-conf-decide.js';
+import { BridgeConfError } from '../policy/bridge-conf.js';
 import { describeRule, type Identity, type Network, type Policy } from '../policy/types.js';
 import { RequestError, type OpenTapRequest, type TapGrant } from '../protocol/messages.js';
 import { encodeAlias, type Lease, type LeaseTable } from './leases.js';
@@ -27,6 +29,8 @@ export interface GrantContext {
   leases: LeaseTable;
   /** Re-reads the kernel's view of a user's taps, dropping leases whose tap is gone. */
   refreshLeases(uid: number, network: string): void;
+  /** Reads a policy file (bridge.conf) with the requester's file permissions. */
+  readPolicyFile(identity: Identity, path: string): Buffer;
 }
 
 export interface GrantResult {
@@ -64,7 +68,8 @@ function randomMac(): string {
   return ['52', '54', '00', ...[...bytes].map((byte) => byte.toString(16).padStart(2, '0'))].join(':');
 }
 
-function checkBridge(link: Link | undefined, network: Network): Link {
+/** Returns the bridge's link, or throws GrantRefusal saying it is missing or not a bridge. */
+export function checkBridge(link: Link | undefined, network: Network): Link {
   if (!link) {
     throw new GrantRefusal(
       `Bridge ${network.bridge} of network "${network.name}" does not exist; an administrator must create it ` +
@@ -80,6 +85,12 @@ function checkBridge(link: Link | undefined, network: Network): Link {
 }
 
 function checkQuota(context: GrantContext, identity: Identity, network: Network, maxTaps: number, rule: string): void {
+  if (maxTaps === 0) {
+    throw new GrantRefusal(
+      `Tap quota for ${describeIdentity(identity)} on network "${network.name}" (bridge ${network.bridge}) is 0: ` +
+      `max_taps = 0 in the ${rule}; ask an administrator for a rule with max_taps of 1 or more`,
+      'quota', network, rule);
+  }
   if (context.leases.count(identity.uid, network.name) >= maxTaps) context.refreshLeases(identity.uid, network.name);
   const count = context.leases.count(identity.uid, network.name);
   if (count >= maxTaps) {
@@ -90,15 +101,31 @@ function checkQuota(context: GrantContext, identity: Identity, network: Network,
   }
 }
 
-function createUniqueTap(identity: Identity, queues: number, vnetHdr: boolean): { id: string; name: string; fds: number[] } {
-  for (let attempt = 0; ; attempt++) {
-    const id = randomBytes(4).toString('hex');
+function randomLeaseId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+/**
+ * Creates a tap named `tg` + a lease id, trying another id when the name is taken.
+ * IFF_TUN_EXCL makes an existing interface of that name fail with EBUSY instead of being
+ * adopted, so a device tapgate did not create is never reused or touched.
+ * @param nextId the lease id generator; tests pass one that returns a taken name first.
+ * @throws SystemError for any failure other than a name collision, or after NAME_ATTEMPTS collisions.
+ */
+export function createUniqueTap(identity: Identity, queues: number, vnetHdr: boolean, nextId: () => string = randomLeaseId): { id: string; name: string; fds: number[] } {
+  const taken: string[] = [];
+  for (;;) {
+    const id = nextId();
     const name = `tg${id}`;
     try {
       return { id, name, fds: createTap({ name, queues, vnetHdr, ownerUid: identity.uid }).fds };
     } catch (error) {
-      // EBUSY: an interface of that name exists and IFF_TUN_EXCL kept us off it; pick another.
-      if (!(error instanceof SystemError && error.code === 'EBUSY') || attempt + 1 >= NAME_ATTEMPTS) throw error;
+      if (!(error instanceof SystemError && error.code === 'EBUSY')) throw error;
+      taken.push(name);
+      if (taken.length >= NAME_ATTEMPTS) {
+        throw new SystemError('ioctl(TUNSETIFF)', `taps ${taken.join(', ')}`, error.errno,
+          `all ${NAME_ATTEMPTS} names tried already exist; remove stale interfaces named tg* that tapgate did not create`);
+      }
     }
   }
 }
@@ -120,8 +147,25 @@ function attachTap(context: GrantContext, tap: { name: string; ifindex: number }
   try {
     context.rtnl.setLink(tap.ifindex, { master: bridge.index, up: true }, `tap ${tap.name}`);
   } catch (error) {
+    // The bridge may have been deleted since checkBridge; say so rather than print ENODEV.
+    const current = context.rtnl.getLinkByName(network.bridge);
+    if (current?.index !== bridge.index) checkBridge(undefined, network);
     const reason = error instanceof SystemError ? error.message : String(error);
     throw new GrantRefusal(`Attaching tap ${tap.name} to bridge ${network.bridge} failed: ${reason}`, 'device-error', network, undefined);
+  }
+}
+
+/**
+ * Decides a request for `requested` (a network or bridge name) under the loaded policy and,
+ * when it has a [bridge_conf] table, the bridge.conf files the requester may read.
+ * @throws GrantRefusal with code `policy-error` when bridge.conf cannot be used.
+ */
+export function decideForRequester(context: GrantContext, identity: Identity, requested: string): Decision {
+  try {
+    return decideRequest(context.policy, identity, requested, (path) => context.readPolicyFile(identity, path));
+  } catch (error) {
+    if (error instanceof BridgeConfError) throw new GrantRefusal(error.message, 'policy-error', undefined, undefined);
+    throw error;
   }
 }
 
@@ -131,7 +175,7 @@ function attachTap(context: GrantContext, tap: { name: string; ifindex: number }
  * the requester's copies.
  */
 export function grantTap(context: GrantContext, identity: Identity, request: OpenTapRequest): GrantResult {
-  const decision = decide(context.policy, identity, request.network);
+  const decision = decideForRequester(context, identity, request.network);
   if (!decision.allowed || !decision.network || !decision.limits || !decision.rule) {
     throw new GrantRefusal(decision.reason, decision.code === 'unknown-network' ? 'unknown-network' : 'denied', decision.network, decision.rule && describeRule(decision.rule));
   }
@@ -140,8 +184,9 @@ export function grantTap(context: GrantContext, identity: Identity, request: Ope
   if (request.queues > decision.limits.maxQueues) {
     throw new GrantRefusal(`Requested ${request.queues} queues, but the maximum for network "${network.name}" is ${decision.limits.maxQueues} (max_queues of the ${rule})`, 'denied', network, rule);
   }
-  checkQuota(context, identity, network, decision.limits.maxTaps, rule);
+  // The bridge comes first: when it is missing, that is the cause to report, not a full quota.
   const bridge = checkBridge(context.rtnl.getLinkByName(network.bridge), network);
+  checkQuota(context, identity, network, decision.limits.maxTaps, rule);
 
   let created: { id: string; name: string; fds: number[] };
   let vnetHdr: boolean;

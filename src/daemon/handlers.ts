@@ -3,14 +3,17 @@
 import { SystemError } from '../sys/errors.js';
 import { tunFeatures, TUN_PATH } from '../sys/tun.js';
 import type { RtnlSocket } from '../sys/rtnl.js';
-import { PROTOCOL_VERSION, parseRequest, type OpenTapRequest, type Reply } from '../protocol/messages.js';
-import { decide } from '../policy/decide.js';
-import { describeRule, type Identity } from '../policy/types.js';
+import { PROTOCOL_VERSION, RequestError, parseRequest, type ErrorCode, type OpenTapRequest, type Reply } from '../protocol/messages.js';
+import type { Identity } from '../policy/types.js';
 import type { Logger } from './log.js';
 import type { AuditLog } from './audit.js';
 import { decodeAlias, type LeaseTable } from './leases.js';
+import { readFileAs } from '../sys/credentials.js';
 import { GrantRefusal, grantTap, type GrantContext } from './grant.js';
-import type { PolicyState } from './policy-store.js';
+import { diagnose } from './diagnose.js';
+import { reloadPolicy, type PolicyState } from './policy-store.js';
+import { userName } from './identity.js';
+import { explainAccess } from './explain.js';
 import type { HandlerResult } from './server.js';
 import type { DaemonOptions } from './main.js';
 
@@ -50,11 +53,21 @@ export function reconcile(state: State): void {
   }
 }
 
+/**
+ * Ends the lease of a tap that an RTM_DELLINK named. A bridge also sends RTM_DELLINK (family
+ * AF_BRIDGE) for each port it loses, for example when the bridge itself is deleted, while the
+ * tap lives on and must keep counting against the quota; so the kernel is asked first.
+ */
+export function linkRemoved(state: State, ifindex: number): void {
+  if (!state.leases.get(ifindex) || state.rtnl.getLinkByIndex(ifindex)) return;
+  endLease(state, ifindex, 'the tap was removed (its last descriptor closed)');
+}
+
 export function endLease(state: State, ifindex: number, reason: string): void {
   const lease = state.leases.remove(ifindex);
   if (!lease) return;
   state.audit.record({
-    event: 'lease-end', uid: lease.uid, user: null, pid: lease.pid, request: null, decision: 'ended', rule: null, reason,
+    event: 'lease-end', uid: lease.uid, user: userName(lease.uid) ?? null, pid: lease.pid, request: null, decision: 'ended', rule: null, reason,
     network: lease.network, bridge: lease.bridge, tap: lease.tap, mac: lease.mac, lease: lease.id,
   });
 }
@@ -70,8 +83,12 @@ function grantContext(state: State): GrantContext {
         if (!state.rtnl.getLinkByIndex(lease.ifindex)) endLease(state, lease.ifindex, 'the tap disappeared');
       }
     },
+    readPolicyFile: readFileAs,
   };
 }
+
+/** Refusals decided by the policy or the quota; the rest are failures the requester did not cause. */
+const POLICY_REFUSALS = new Set<ErrorCode>(['denied', 'unknown-network', 'quota', 'policy-error']);
 
 function handleOpenTap(state: State, identity: Identity, request: OpenTapRequest): HandlerResult {
   const base = { event: 'decision' as const, uid: identity.uid, user: identity.user ?? null, pid: identity.pid, request: { ...request } };
@@ -86,7 +103,7 @@ function handleOpenTap(state: State, identity: Identity, request: OpenTapRequest
     const refusal = error instanceof GrantRefusal;
     const message = error instanceof Error ? error.message : String(error);
     state.audit.record({
-      ...base, decision: refusal && error.code !== 'device-error' && error.code !== 'tun-unavailable' ? 'denied' : 'error',
+      ...base, decision: refusal && POLICY_REFUSALS.has(error.code) ? 'denied' : 'error',
       rule: refusal ? error.rule ?? null : null, reason: message, network: refusal ? error.network?.name ?? null : null,
       bridge: refusal ? error.network?.bridge ?? null : null, tap: null, mac: null, lease: null,
     });
@@ -108,13 +125,14 @@ function handleStatus(state: State, identity: Identity): Reply {
   };
 }
 
-function handleCheck(state: State, identity: Identity, network: string): Reply {
-  const context = grantContext(state);
-  const decision = decide(context.policy, identity, network);
+function handleReload(state: State, identity: Identity): Reply {
+  if (identity.uid !== 0) throw new RequestError('Only root may reload the policy; run "sudo tapgate policy reload"', 'denied');
+  state.logger.log('info', 'Policy reload requested', { uid: identity.uid, pid: identity.pid });
+  const result = reloadPolicy(state);
+  if (!result.ok) throw new RequestError(`The policy was not reloaded and the previous one stays in force: ${result.error}`, 'policy-error');
   return {
-    version: PROTOCOL_VERSION, ok: true, op: 'check', allowed: decision.allowed, reason: decision.reason,
-    rule: decision.rule ? describeRule(decision.rule) : null, limits: decision.limits ?? null,
-    inUse: decision.network ? state.leases.count(identity.uid, decision.network.name) : 0,
+    version: PROTOCOL_VERSION, ok: true, op: 'reload', path: result.policy.path, networks: result.policy.networks.size,
+    rules: result.policy.rules.length, warnings: result.policy.warnings,
   };
 }
 
@@ -122,6 +140,10 @@ export function dispatch(state: State, identity: Identity, body: Buffer): Handle
   const request = parseRequest(body);
   if (request.op === 'open-tap') return handleOpenTap(state, identity, request);
   if (request.op === 'status') return { reply: handleStatus(state, identity) };
-  return { reply: handleCheck(state, identity, request.network) };
+  if (request.op === 'diagnose') {
+    return { reply: diagnose({ policy: state.policy.ok ? state.policy.policy : undefined, rtnl: state.rtnl, logger: state.logger }, identity, request.network) };
+  }
+  if (request.op === 'reload') return { reply: handleReload(state, identity) };
+  return { reply: explainAccess(grantContext(state), identity, request) };
 }
 

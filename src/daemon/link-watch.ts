@@ -3,6 +3,7 @@
 
 import { read } from 'node:fs';
 import { decodeLinkEvents, openLinkEvents, type LinkEvent } from '../sys/rtnl.js';
+import { closeFd } from '../sys/fd.js';
 
 /**
  * Starts reading link events; `onEvents` gets each batch, `onOverrun` is called when the
@@ -16,8 +17,13 @@ export function watchLinks(onEvents: (events: LinkEvent[]) => void, onOverrun: (
 
   const next = (): void => {
     read(fd, buffer, 0, buffer.length, null, (error, bytes) => {
-      if (stopped) return;
-      if (error) {
+      if (stopped) {
+        closeFd(fd);
+        return;
+      }
+      if (error?.code === 'EAGAIN') {
+        // The read timed out without events (see openLinkEvents); read again.
+      } else if (error) {
         onOverrun(error);
       } else {
         onEvents(decodeLinkEvents(buffer.subarray(0, bytes)));
@@ -27,8 +33,8 @@ export function watchLinks(onEvents: (events: LinkEvent[]) => void, onOverrun: (
   };
   next();
 
-  // NOTE: a read already blocked in the thread pool is not woken by close(), so stopping only
-  // takes effect at the next event; the daemon calls this on its way to process exit.
+  // A read already blocked in the thread pool is not woken by close(), so stopping takes
+  // effect when that read returns: at the next event or its timeout (LINK_EVENT_READ_TIMEOUT_MS).
   return () => {
     stopped = true;
   };

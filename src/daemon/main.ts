@@ -14,10 +14,10 @@ import { closeFd } from '../sys/fd.js';
 import { createLogger, type Level } from './log.js';
 import { AuditLog } from './audit.js';
 import { LeaseTable } from './leases.js';
-import { loadPolicy } from './policy-store.js';
+import { loadPolicy, reloadPolicy } from './policy-store.js';
 import { startServer } from './server.js';
 import { watchLinks } from './link-watch.js';
-import { dispatch, endLease, probeTun, reconcile, type State } from './handlers.js';
+import { dispatch, linkRemoved, probeTun, reconcile, type State } from './handlers.js';
 
 export interface DaemonOptions {
   config: string;
@@ -38,18 +38,6 @@ function claimSocketPath(path: string): void {
   throw new Error(`Another daemon is already listening on ${path}; stop it first or choose another --socket`);
 }
 
-function reload(state: State): void {
-  const next = loadPolicy(state.options.config);
-  if (!next.ok) {
-    state.logger.log('error', 'Policy reload failed; the previous policy stays in force', { path: state.options.config, error: next.error });
-    if (!state.policy.ok) state.policy = next;
-    return;
-  }
-  state.policy = next;
-  state.audit.setPath(next.policy.daemon.auditLog);
-  state.logger.log('info', 'Policy reloaded', { path: state.options.config, networks: next.policy.networks.size, rules: next.policy.rules.length });
-}
-
 /** Runs the daemon until SIGTERM or SIGINT. */
 export async function runDaemon(options: DaemonOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
@@ -66,7 +54,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   const stopWatching = watchLinks(
     (events) => {
-      for (const event of events) if (event.kind === 'del') endLease(state, event.link.index, 'the tap was removed (its last descriptor closed)');
+      for (const event of events) if (event.kind === 'del') linkRemoved(state, event.link.index);
     },
     (error) => {
       logger.log('warn', 'Link notifications were lost; re-reading the link list', { error: String(error) });
@@ -84,7 +72,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   chmodSync(options.socket, 0o666);
   logger.log('info', 'Daemon started', { socket: options.socket, config: options.config, pid: process.pid, leases: state.leases.size });
 
-  process.on('SIGHUP', () => reload(state));
+  process.on('SIGHUP', () => reloadPolicy(state));
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       logger.log('info', 'Daemon stopping; taps stay with their VMs', { signal });

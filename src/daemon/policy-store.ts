@@ -3,8 +3,11 @@
 import { readFileSync } from 'node:fs';
 import { parsePolicy, PolicyError } from '../policy/config.js';
 import type { Policy } from '../policy/types.js';
+import type { AuditLog } from './audit.js';
+import type { Logger } from './log.js';
 
-export type PolicyState = { ok: true; policy: Policy } | { ok: false; error: string };
+/** A loaded policy, or why the file cannot be used: `error` is one message, `problems` each FILE:LINE: message. */
+export type PolicyState = { ok: true; policy: Policy } | { ok: false; error: string; problems: string[] };
 
 /**
  * Reads and parses a policy file. A missing or unreadable file is reported with the path and
@@ -17,12 +20,40 @@ export function loadPolicy(path: string): PolicyState {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String(error);
-    return { ok: false, error: `Policy file ${path}: ${reason}` };
+    const message = `Policy file ${path}: ${reason}`;
+    return { ok: false, error: message, problems: [message] };
   }
   try {
     return { ok: true, policy: parsePolicy(text, path) };
   } catch (error) {
-    if (error instanceof PolicyError) return { ok: false, error: error.message };
+    if (error instanceof PolicyError) return { ok: false, error: error.message, problems: error.problems };
     throw error;
   }
+}
+
+/** The parts of the daemon's state that a reload reads and replaces. */
+export interface ReloadTarget {
+  options: { config: string };
+  policy: PolicyState;
+  audit: AuditLog;
+  logger: Logger;
+}
+
+/**
+ * Re-reads the policy file (on SIGHUP or a `reload` request). An invalid file leaves the
+ * previous valid policy in force and is logged; the result says which happened.
+ */
+export function reloadPolicy(target: ReloadTarget): PolicyState {
+  const next = loadPolicy(target.options.config);
+  if (!next.ok) {
+    target.logger.log('error', 'Policy reload failed; the previous policy stays in force', { path: target.options.config, error: next.error });
+    if (!target.policy.ok) target.policy = next;
+    return next;
+  }
+  target.policy = next;
+  target.audit.setPath(next.policy.daemon.auditLog);
+  target.logger.log('info', 'Policy reloaded', {
+    path: target.options.config, networks: next.policy.networks.size, rules: next.policy.rules.length, warnings: next.policy.warnings,
+  });
+  return next;
 }

@@ -6,12 +6,13 @@
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { interfaceNameProblem } from '../protocol/names.js';
 import { MAX_QUEUES } from '../protocol/messages.js';
-import { DEFAULT_LIMITS, type Limits, type Network, type Policy, type Rule } from './types.js';
+import { DEFAULT_LIMITS, type BridgeConfSource, type Limits, type Network, type Policy, type Rule } from './types.js';
 
-const TOP_LEVEL_KEYS = ['daemon', 'networks', 'allow', 'deny'];
+const TOP_LEVEL_KEYS = ['daemon', 'networks', 'allow', 'deny', 'bridge_conf'];
 const DAEMON_KEYS = ['audit_log'];
 const NETWORK_KEYS = ['bridge'];
 const RULE_KEYS = ['name', 'users', 'groups', 'networks', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
+const BRIDGE_CONF_KEYS = ['path', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
 
 /** A policy file that cannot be used; `problems` holds each FILE:LINE: message. */
 export class PolicyError extends SyntaxError {
@@ -134,6 +135,20 @@ function parseLimits(checker: Checker, record: Record<string, unknown>, where: s
   };
 }
 
+/** Parses [bridge_conf]: a QEMU bridge.conf whose rules grant bridges with these limits. */
+function parseBridgeConfSource(checker: Checker, value: unknown, line: number | undefined): BridgeConfSource | undefined {
+  if (value === undefined) return undefined;
+  const record = checker.table(value, '[bridge_conf]', line, BRIDGE_CONF_KEYS);
+  if (!record) return undefined;
+  const path = record.path;
+  if (typeof path !== 'string' || !path.startsWith('/')) {
+    checker.error(line, `[bridge_conf] needs path = "/etc/qemu/bridge.conf", the absolute path of a QEMU bridge.conf read on every request ` +
+      `with the requester's credentials; its allowed bridges need no [networks] table; got ${JSON.stringify(path)}`);
+    return undefined;
+  }
+  return { path, limits: parseLimits(checker, record, '[bridge_conf]', line), source: checker.at(line) };
+}
+
 function parseRules(checker: Checker, kind: 'allow' | 'deny', value: unknown, lines: number[], networks: Map<string, Network>): Rule[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) {
@@ -184,6 +199,7 @@ export function parsePolicy(text: string, path: string): Policy {
   }
 
   const networks = parseNetworks(checker, document.networks, tables);
+  const bridgeConf = parseBridgeConfSource(checker, document.bridge_conf, tables.get('bridge_conf'));
   const rules = [
     ...parseRules(checker, 'deny', document.deny, arrays.get('deny') ?? [], networks),
     ...parseRules(checker, 'allow', document.allow, arrays.get('allow') ?? [], networks),
@@ -194,6 +210,7 @@ export function parsePolicy(text: string, path: string): Policy {
     networks,
     rules,
     daemon: { auditLog: typeof auditLog === 'string' ? auditLog : undefined },
+    bridgeConf,
     warnings: checker.warnings,
   };
 }

@@ -37,12 +37,28 @@ export interface DaemonSettings {
   auditLog: string | undefined;
 }
 
+/**
+ * A QEMU bridge.conf consulted on every request, from the `[bridge_conf]` table.
+ * It grants bridges directly: a bridge it allows needs no [networks] table, and is then used as
+ * a network named after the bridge. A deny in either file wins over an allow in either.
+ */
+export interface BridgeConfSource {
+  /** Absolute path of the main bridge.conf, read with the requester's credentials. */
+  path: string;
+  /** Limits for taps that a bridge.conf rule grants. */
+  limits: Limits;
+  /** Location of the table, as FILE:LINE. */
+  source: string;
+}
+
 export interface Policy {
   /** The file the policy came from. */
   path: string;
   networks: Map<string, Network>;
   rules: Rule[];
   daemon: DaemonSettings;
+  /** Absent when the policy has no [bridge_conf] table. */
+  bridgeConf?: BridgeConfSource | undefined;
   /** Problems that do not invalidate the policy, each prefixed with FILE:LINE. */
   warnings: string[];
 }

@@ -26,9 +26,25 @@ export interface CheckRequest {
   version: number;
   op: 'check';
   network: string;
+  /** Whose access to explain, as a user name or decimal uid; honoured only for root. */
+  user?: string;
 }
 
-export type Request = OpenTapRequest | StatusRequest | CheckRequest;
+/** Asks the daemon to re-read its policy file; honoured only for root. */
+export interface ReloadRequest {
+  version: number;
+  op: 'reload';
+}
+
+/** Asks for the facts `tapgate doctor` needs; see protocol/diagnose.ts for the reply. */
+export interface DiagnoseRequest {
+  version: number;
+  op: 'diagnose';
+  /** A network or bridge name; every network when absent. */
+  network?: string;
+}
+
+export type Request = OpenTapRequest | StatusRequest | CheckRequest | DiagnoseRequest | ReloadRequest;
 
 export interface TapGrant {
   name: string;
@@ -69,7 +85,7 @@ export interface OpenTapReply {
   tap: TapGrant;
 }
 
-export type Reply = ErrorReply | OpenTapReply | { version: number; ok: true; op: 'status' | 'check'; [key: string]: unknown };
+export type Reply = ErrorReply | OpenTapReply | { version: number; ok: true; op: 'status' | 'check' | 'diagnose' | 'reload'; [key: string]: unknown };
 
 /** Raised for a request that is not well-formed; the message goes back to the client verbatim. */
 export class RequestError extends Error {
@@ -93,13 +109,23 @@ export function macProblem(mac: string): string | undefined {
 const ALLOWED_FIELDS: Record<Request['op'], readonly string[]> = {
   'open-tap': ['version', 'op', 'network', 'queues', 'vnetHdr', 'mac'],
   status: ['version', 'op'],
-  check: ['version', 'op', 'network'],
+  check: ['version', 'op', 'network', 'user'],
+  diagnose: ['version', 'op', 'network'],
+  reload: ['version', 'op'],
 };
 
 function checkNetworkName(value: unknown): string {
   if (typeof value !== 'string') throw new RequestError('Field "network" must be a string');
   const problem = interfaceNameProblem(value);
   if (problem) throw new RequestError(`Invalid bridge or network name ${JSON.stringify(value)}: ${problem}`);
+  return value;
+}
+
+/** Accepts a user name as useradd allows it (at most 32 characters) or a decimal uid. */
+function checkUserName(value: unknown): string {
+  if (typeof value !== 'string' || !/^([a-z_][a-z0-9_.-]{0,30}\$?|[0-9]{1,10})$/i.test(value)) {
+    throw new RequestError(`Invalid user ${JSON.stringify(value)}: expected a user name of up to 32 letters, digits, "_", "." or "-", or a decimal uid`);
+  }
   return value;
 }
 
@@ -123,15 +149,23 @@ export function parseRequest(body: Buffer): Request {
     throw new RequestError(`Unsupported protocol version ${JSON.stringify(fields.version)}; this daemon speaks version ${PROTOCOL_VERSION}`, 'unsupported-version');
   }
   const op = fields.op;
-  if (op !== 'open-tap' && op !== 'status' && op !== 'check') {
-    throw new RequestError(`Unknown operation ${JSON.stringify(op)}; expected "open-tap", "status" or "check"`);
+  if (op !== 'open-tap' && op !== 'status' && op !== 'check' && op !== 'diagnose' && op !== 'reload') {
+    throw new RequestError(`Unknown operation ${JSON.stringify(op)}; expected "open-tap", "status", "check", "diagnose" or "reload"`);
   }
   for (const key of Object.keys(fields)) {
     if (!ALLOWED_FIELDS[op].includes(key)) throw new RequestError(`Unsupported argument ${JSON.stringify(key)}`);
   }
 
   if (op === 'status') return { version: PROTOCOL_VERSION, op };
-  if (op === 'check') return { version: PROTOCOL_VERSION, op, network: checkNetworkName(fields.network) };
+  if (op === 'reload') return { version: PROTOCOL_VERSION, op };
+  if (op === 'check') {
+    const request: CheckRequest = { version: PROTOCOL_VERSION, op, network: checkNetworkName(fields.network) };
+    if (fields.user !== undefined) request.user = checkUserName(fields.user);
+    return request;
+  }
+  if (op === 'diagnose') {
+    return fields.network === undefined ? { version: PROTOCOL_VERSION, op } : { version: PROTOCOL_VERSION, op, network: checkNetworkName(fields.network) };
+  }
 
   const queues = fields.queues ?? 1;
   if (typeof queues !== 'number' || !Number.isInteger(queues) || queues < 1 || queues > MAX_QUEUES) {

@@ -95,3 +95,20 @@ export function groupById(gid: number): GroupEntry | undefined {
   const found = lookup((entry, area, size, result) => libc.getgrgid_r(gid, entry, area, size, result), GROUP_SIZE, `gid ${gid}`);
   return found && decodeGroup(found.entry, found.area);
 }
+
+/**
+ * Returns the gids `user` gets at login (getgrouplist): `gid` plus every group that lists the
+ * user as a member. A process started before a group change may hold other groups.
+ */
+export function loginGroups(user: string, gid: number): number[] {
+  let capacity = 64;
+  for (;;) {
+    const groups = Buffer.alloc(capacity * 4);
+    const count = [capacity];
+    // Safety: glibc writes at most `count` gid_t values and sets `count` to the number it found.
+    const status = libc.getgrouplist(user, gid, groups, count);
+    if (status >= 0) return Array.from({ length: count[0] }, (_, index) => groups.readUInt32LE(index * 4));
+    if (capacity >= 65536) throw new SystemError('getgrouplist', `user ${user}`, 34 /* ERANGE */);
+    capacity = Math.max(capacity * 2, count[0]);
+  }
+}

@@ -17,6 +17,7 @@ export const libc = {
   socket: lib.func('int socket(int domain, int type, int protocol)'),
   bind: lib.func('int bind(int fd, void *addr, uint32_t addrlen)'),
   connect: lib.func('int connect(int fd, void *addr, uint32_t addrlen)'),
+  socketpair: lib.func('int socketpair(int domain, int type, int protocol, void *sv)'),
   send: lib.func('intptr_t send(int fd, void *buf, size_t len, int flags)'),
   recv: lib.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
   sendmsg: lib.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
@@ -28,6 +29,10 @@ export const libc = {
   getpwnam_r: lib.func('int getpwnam_r(const char *name, void *pwd, void *buf, size_t buflen, _Out_ void **result)'),
   getgrnam_r: lib.func('int getgrnam_r(const char *name, void *grp, void *buf, size_t buflen, _Out_ void **result)'),
   getgrgid_r: lib.func('int getgrgid_r(uint32_t gid, void *grp, void *buf, size_t buflen, _Out_ void **result)'),
+  getgrouplist: lib.func('int getgrouplist(const char *user, uint32_t group, void *groups, _Inout_ int *ngroups)'),
+  // Raw system calls, for the per-thread credential changes in credentials.ts: glibc's own
+  // setgroups() applies to every thread of the process.
+  syscall: lib.func('long syscall(long number, ...)'),
 };
 
 /** Returns the errno value the last libc call on this thread left behind. */

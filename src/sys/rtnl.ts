@@ -9,7 +9,7 @@ import { SystemError } from './errors.js';
 import {
   AF_NETLINK, IFF_UP, IFLA, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_ROUTE, NLMSG_DONE, NLM_F_ACK,
   NLM_F_DUMP, NLM_F_REQUEST, RTEXT_FILTER_SKIP_STATS, RTM_DELLINK, RTM_GETLINK, RTM_NEWLINK,
-  RTMGRP_LINK, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK, SO_RCVBUF,
+  RTMGRP_LINK, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK, SO_RCVBUF, SO_RCVTIMEO,
 } from './constants.js';
 import {
   cString, decodeError, decodeLink, encodeAttribute, encodeLinkMessage, encodeMac, isError, splitMessages,
@@ -19,6 +19,8 @@ import {
 export type { Link } from './rtnl-codec.js';
 
 const RECEIVE_BUFFER = 64 * 1024;
+/** How long one read of link events blocks before it returns EAGAIN; must be under 1000. */
+export const LINK_EVENT_READ_TIMEOUT_MS = 500;
 
 function setIntOption(fd: number, level: number, option: number, value: number, name: string): void {
   const buffer = u32(value);
@@ -159,6 +161,12 @@ export interface LinkEvent {
 export function openLinkEvents(): number {
   const fd = openNetlink(RTMGRP_LINK);
   setIntOption(fd, 1 /* SOL_SOCKET */, SO_RCVBUF, 4 * 1024 * 1024, 'SO_RCVBUF');
+  // A blocking read that never returns would pin its thread-pool thread and keep the process
+  // from exiting; with this timeout a read without events fails with EAGAIN instead.
+  const timeout = Buffer.alloc(16);
+  timeout.writeBigInt64LE(BigInt(LINK_EVENT_READ_TIMEOUT_MS * 1000), 8);
+  // Safety: struct timeval is two 64-bit fields (seconds, microseconds) on LP64.
+  if (libc.setsockopt(fd, 1 /* SOL_SOCKET */, SO_RCVTIMEO, timeout, timeout.length) < 0) fail('setsockopt(SO_RCVTIMEO)', 'rtnetlink event socket');
   return fd;
 }
 

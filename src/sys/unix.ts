@@ -168,3 +168,25 @@ export function connectUnix(path: string, timeoutMs: number): number {
     throw error;
   }
 }
+
+/**
+ * Creates a connected pair of close-on-exec Unix stream sockets, the channel QEMU gives its
+ * bridge helper. Reads and writes on both ends time out after `timeoutMs` with EAGAIN.
+ * @returns both descriptors, owned by the caller.
+ */
+export function socketPair(timeoutMs: number): [number, number] {
+  const pair = Buffer.alloc(8);
+  // Safety: socketpair writes two ints into the 8-byte buffer.
+  if (libc.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) fail('socketpair(AF_UNIX)', 'socket pair');
+  const fds: [number, number] = [pair.readInt32LE(0), pair.readInt32LE(4)];
+  try {
+    for (const fd of fds) {
+      setSocketTimeout(fd, SO_RCVTIMEO, timeoutMs);
+      setSocketTimeout(fd, SO_SNDTIMEO, timeoutMs);
+    }
+    return fds;
+  } catch (error) {
+    closeAll(fds);
+    throw error;
+  }
+}

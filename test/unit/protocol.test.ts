@@ -50,7 +50,7 @@ test('parseRequest rejects an unknown operation', () => {
   const error = rejection({ version: 1, op: 'delete-tap' });
   assert.equal(error.code, 'bad-request');
   assert.match(error.message, /Unknown operation "delete-tap"/);
-  assert.match(error.message, /"open-tap", "status", "check" or "diagnose"/);
+  assert.match(error.message, /"open-tap", "status", "check", "diagnose" or "reload"/);
 });
 
 test('parseRequest accepts the three operations', () => {
