@@ -1,6 +1,7 @@
 // The checks of `tapgate doctor`: pure functions from the daemon's replies to findings, each
 // with the exact commands or policy lines that fix it. doctor.ts does the I/O and the printing.
 
+import { createHash } from 'node:crypto';
 import { dirname } from 'node:path';
 import { errnoDescription } from '../sys/errors.js';
 import type { BridgeFacts, DiagnoseReply, ForwardBlock, TunFacts } from '../protocol/diagnose.js';
@@ -259,12 +260,27 @@ export function mtuFinding(network: string, bridge: string, link: ExistingBridge
   };
 }
 
+/** tapgate's host-side tap MAC; a bridge must never be pinned to it. */
+const TAP_HOST_MAC = 'fe:ff:ff:ff:ff:ff';
+
+/**
+ * Returns the address to pin a bridge to: its current one when that is a real port's address,
+ * else a locally administered unicast address derived from the bridge name, so the command can
+ * be run as printed. A bridge with no ports reports all zeros, which the kernel rejects, and one
+ * whose only ports are taps reports tapgate's tap MAC.
+ */
+export function pinnedBridgeMac(bridge: string, current: string): string {
+  if (current !== '00:00:00:00:00:00' && current !== TAP_HOST_MAC) return current;
+  const digest = createHash('sha256').update(bridge).digest();
+  return ['02', ...[...digest.subarray(0, 5)].map((byte) => byte.toString(16).padStart(2, '0'))].join(':');
+}
+
 export function macFinding(network: string, bridge: string, link: ExistingBridge, netAddrSet: number): Finding | undefined {
   if (link.addressAssignType === null || link.addressAssignType === netAddrSet || !link.address) return undefined;
   return {
     check: 'mac', severity: 'warning', network,
     message: `Bridge ${bridge} has no fixed MAC address (addr_assign_type ${link.addressAssignType}, not ${netAddrSet}): the kernel gives it the lowest MAC of its ports, so it changes when ports are added or removed and neighbours' ARP caches go stale.`,
-    fixes: [fix(command(`ip link set dev ${bridge} address ${link.address}`))],
+    fixes: [fix(command(`ip link set dev ${bridge} address ${pinnedBridgeMac(bridge, link.address)}`))],
   };
 }
 

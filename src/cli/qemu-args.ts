@@ -71,7 +71,7 @@ export function findBridgeNics(args: readonly string[], defaults: { model: strin
       network: values.get('br') ?? 'br0',
       id,
       model: values.get('model') ?? defaults.model,
-      mac: values.get('mac'),
+      mac: values.get('mac')?.toLowerCase(),
       queues: defaults.queues,
       extra: [],
     });
@@ -93,22 +93,64 @@ export function tapOptions(nic: NicRequest, childFds: number[], mac: string): { 
   return { netdev, device: `${nic.model},netdev=${nic.id},mac=${mac}${multiqueue}` };
 }
 
+/** Joins sub-options back into one QEMU option value, escaping commas as `,,`. */
+export function joinOptions(parts: readonly string[]): string {
+  return parts.map((part) => part.replaceAll(',', ',,')).join(',');
+}
+
 /**
- * Returns the rewritten argument list: each bridge option replaced in place, and NICs the
- * launcher adds appended at the end.
+ * Completes a user's `-device` line for a rewritten `-netdev bridge`: it gets the guest MAC the
+ * daemon recorded unless it names one, and the multi-queue options when there are several fds.
  */
-export function rewriteArguments(args: readonly string[], nics: { nic: NicRequest; childFds: number[]; mac: string }[]): string[] {
-  const result = [...args];
-  const appended: string[] = [];
-  for (const { nic, childFds, mac } of nics) {
-    const { netdev, device } = tapOptions(nic, childFds, mac);
-    if (nic.form === 'added') {
-      appended.push('-netdev', netdev, '-device', device!);
-    } else {
-      result[nic.argumentIndex - 1] = '-netdev';
-      result[nic.argumentIndex] = netdev;
-      if (device) appended.push('-device', device);
+function completeDevice(value: string, childFds: number[], mac: string): string {
+  const parts = splitOptions(value);
+  const keys = new Set(parts.slice(1).map((part) => part.split('=', 1)[0]));
+  if (!keys.has('mac')) parts.push(`mac=${mac}`);
+  if (childFds.length > 1 && !keys.has('mq')) parts.push('mq=on');
+  if (childFds.length > 1 && !keys.has('vectors')) parts.push(`vectors=${vectors(childFds.length)}`);
+  return joinOptions(parts);
+}
+
+function deviceNetdev(value: string): string | undefined {
+  return splitOptions(value).slice(1).find((part) => part.startsWith('netdev='))?.slice('netdev='.length);
+}
+
+export interface PlannedNic {
+  nic: NicRequest;
+  childFds: number[];
+  mac: string;
+}
+
+/**
+ * Returns the rewritten argument list. Each bridge option is replaced in place, and a `-nic`
+ * gets its `-device` right after, so the guest sees its NICs in command-line order. NICs the
+ * launcher adds come last.
+ */
+export function rewriteArguments(args: readonly string[], nics: readonly PlannedNic[]): string[] {
+  const replaced = new Map(nics.filter((planned) => planned.nic.form !== 'added').map((planned) => [planned.nic.argumentIndex, planned]));
+  const netdevs = new Map(nics.filter((planned) => planned.nic.form === 'netdev').map((planned) => [planned.nic.id, planned]));
+  const result: string[] = [];
+  for (let index = 0; index < args.length; index++) {
+    const planned = replaced.get(index + 1);
+    if (planned) {
+      const { netdev, device } = tapOptions(planned.nic, planned.childFds, planned.mac);
+      result.push('-netdev', netdev);
+      if (device) result.push('-device', device);
+      index++;
+      continue;
     }
+    const option = args[index].replace(/^--/, '-');
+    const owner = option === '-device' && index + 1 < args.length ? netdevs.get(deviceNetdev(args[index + 1]) ?? '') : undefined;
+    if (owner) {
+      result.push(args[index], completeDevice(args[index + 1], owner.childFds, owner.mac));
+      index++;
+      continue;
+    }
+    result.push(args[index]);
   }
-  return [...result, ...appended];
+  for (const planned of nics.filter((entry) => entry.nic.form === 'added')) {
+    const { netdev, device } = tapOptions(planned.nic, planned.childFds, planned.mac);
+    result.push('-netdev', netdev, '-device', device!);
+  }
+  return result;
 }

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseHelperArguments } from '../../src/cli/helper.js';
-import { parseRunArguments } from '../../src/cli/run.js';
+import { parseRunArguments, plannedNics } from '../../src/cli/run.js';
 import { findBridgeNics, rewriteArguments, splitOptions, type NicRequest } from '../../src/cli/qemu-args.js';
 
 const DEFAULTS = { model: 'virtio-net-pci', queues: 1 };
@@ -58,13 +58,13 @@ test('parseHelperArguments rejects a bad --fd', () => {
 test('parseRunArguments reads options and the QEMU command', () => {
   const options = parseRunArguments(['--network', 'lab', '--model', 'e1000', '--mac', MAC, '--queues', '4', '--dry-run', '--', 'qemu-system-x86_64', '-m', '512', '--', 'x']);
   assert.deepEqual(options, {
-    network: 'lab', model: 'e1000', mac: MAC, queues: 4, dryRun: true,
+    networks: ['lab'], model: 'e1000', mac: MAC, queues: 4, dryRun: true,
     command: ['qemu-system-x86_64', '-m', '512', '--', 'x'],
   });
 });
 
 test('parseRunArguments applies defaults', () => {
-  assert.deepEqual(parseRunArguments(['--', 'qemu']), { network: undefined, model: 'virtio-net-pci', mac: undefined, queues: 1, dryRun: false, command: ['qemu'] });
+  assert.deepEqual(parseRunArguments(['--', 'qemu']), { networks: [], model: 'virtio-net-pci', mac: undefined, queues: 1, dryRun: false, command: ['qemu'] });
   assert.equal(parseRunArguments(['--help', '--', 'qemu']), 'help');
 });
 
@@ -78,11 +78,37 @@ test('parseRunArguments rejects bad options', () => {
     [['--queues', '0', '--', 'qemu'], '--queues must be a positive integer, got "0"'],
     [['--queues', 'two', '--', 'qemu'], '--queues must be a positive integer, got "two"'],
     [['--network', 'isolated-net-01X', '--', 'qemu'], 'invalid network name "isolated-net-01X": is too long: 16 bytes, the maximum is 15'],
-    [['--mac', '01:00:5e:00:00:01', '--', 'qemu'], 'invalid MAC address "01:00:5e:00:00:01": is a multicast address'],
+    [['--network', 'lab', '--mac', '01:00:5e:00:00:01', '--', 'qemu'], 'invalid MAC address "01:00:5e:00:00:01": is a multicast address'],
+    [['--network', 'a', '--network', 'b', '--mac', MAC, '--', 'qemu'], '--mac applies to the NIC of a single --network, but 2 were given; put mac= in each -nic instead'],
   ];
   for (const [argv, message] of cases) {
     assert.throws(() => parseRunArguments(argv), { message }, JSON.stringify(argv));
   }
+});
+
+test('parseRunArguments takes repeated and = forms', () => {
+  const options = parseRunArguments(['--network=lab', '--network', 'dmz', '--queues=2', '--', 'qemu']);
+  assert.notEqual(options, 'help');
+  if (options === 'help') return;
+  assert.deepEqual(options.networks, ['lab', 'dmz']);
+  assert.equal(options.queues, 2);
+  const upper = parseRunArguments(['--network', 'lab', '--mac', '52:54:00:AB:CD:EF', '--', 'qemu']);
+  assert.equal(upper !== 'help' && upper.mac, '52:54:00:ab:cd:ef');
+});
+
+test('plannedNics adds one NIC per network', () => {
+  const options = parseRunArguments(['--network', 'lab', '--network', 'dmz', '--', 'qemu', '-nic', 'bridge,br=br0']);
+  assert.notEqual(options, 'help');
+  if (options === 'help') return;
+  const nics = plannedNics(options);
+  assert.deepEqual(nics.map((nic) => [nic.form, nic.network, nic.id]), [['nic', 'br0', 'tapgate0'], ['added', 'lab', 'tapgate1'], ['added', 'dmz', 'tapgate2']]);
+});
+
+test('plannedNics takes the MAC of a -netdev device', () => {
+  const options = parseRunArguments(['--', 'qemu', '-netdev', 'bridge,id=n1,br=dmz', '-device', 'e1000,netdev=n1,mac=52:54:00:AA:00:01']);
+  assert.notEqual(options, 'help');
+  if (options === 'help') return;
+  assert.equal(plannedNics(options)[0].mac, '52:54:00:aa:00:01');
 });
 
 test('splitOptions unescapes doubled commas', () => {
@@ -136,8 +162,8 @@ test('rewriteArguments gives one queue an fd', () => {
   const [nic] = findBridgeNics(args, DEFAULTS);
   const rewritten = rewriteArguments(args, [{ nic, childFds: [3], mac: MAC }]);
   assert.deepEqual(rewritten, [
-    '-m', '512', '-netdev', 'tap,id=n0,fd=3', '-display', 'none',
-    '-device', `e1000,netdev=n0,mac=${MAC}`,
+    '-m', '512', '-netdev', 'tap,id=n0,fd=3', '-device', `e1000,netdev=n0,mac=${MAC}`,
+    '-display', 'none',
   ]);
 });
 
@@ -151,10 +177,21 @@ test('rewriteArguments gives four queues fds and vectors', () => {
   ]);
 });
 
-test('rewriteArguments keeps the -device of a -netdev', () => {
+test('rewriteArguments completes the -device of a -netdev', () => {
   const args = ['-netdev', 'bridge,id=n1,br=dmz', '-device', 'virtio-net-pci,netdev=n1'];
   const [nic] = findBridgeNics(args, DEFAULTS);
-  assert.deepEqual(rewriteArguments(args, [{ nic, childFds: [3], mac: MAC }]), ['-netdev', 'tap,id=n1,fd=3', '-device', 'virtio-net-pci,netdev=n1']);
+  assert.deepEqual(rewriteArguments(args, [{ nic, childFds: [3], mac: MAC }]), ['-netdev', 'tap,id=n1,fd=3', '-device', `virtio-net-pci,netdev=n1,mac=${MAC}`]);
+  const queued = rewriteArguments(args, [{ nic, childFds: [3, 4], mac: MAC }]);
+  assert.deepEqual(queued, ['-netdev', 'tap,id=n1,fds=3:4', '-device', `virtio-net-pci,netdev=n1,mac=${MAC},mq=on,vectors=6`]);
+  const own = ['-netdev', 'bridge,id=n1,br=dmz', '-device', 'e1000,netdev=n1,mac=52:54:00:00:00:09,romfile=a,,b'];
+  assert.deepEqual(rewriteArguments(own, [{ nic, childFds: [3], mac: MAC }])[3], 'e1000,netdev=n1,mac=52:54:00:00:00:09,romfile=a,,b');
+});
+
+test('rewriteArguments keeps NIC order', () => {
+  const args = ['-nic', 'bridge,br=lab', '-nic', 'user'];
+  const [nic] = findBridgeNics(args, DEFAULTS);
+  const rewritten = rewriteArguments(args, [{ nic, childFds: [3], mac: MAC }]);
+  assert.deepEqual(rewritten, ['-netdev', 'tap,id=tapgate0,fd=3', '-device', `virtio-net-pci,netdev=tapgate0,mac=${MAC}`, '-nic', 'user']);
 });
 
 test('rewriteArguments appends the NIC added by --network', () => {
