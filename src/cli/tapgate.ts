@@ -1,7 +1,8 @@
 // The `tapgate` command: daemon, run, status and check.
 
 import { parseArgs } from 'node:util';
-import { runDaemon } from '../daemon/main.js';
+import { readFileSync } from 'node:fs';
+import { DaemonStartError, runDaemon } from '../daemon/main.js';
 import { DEFAULT_CONFIG, DEFAULT_SOCKET } from '../protocol/paths.js';
 import { DaemonUnreachableError } from '../client/client.js';
 import { runLauncher } from './run.js';
@@ -28,6 +29,7 @@ Commands:
                                   exit status 0 all well, 1 something blocks VMs, 2 warnings only
   daemon [--config FILE] [--socket PATH] [--log-level LEVEL]
                                   run the privileged daemon (as root or with CAP_NET_ADMIN)
+  --version                       print the version
 
 The daemon's defaults are --config ${DEFAULT_CONFIG} and --socket ${DEFAULT_SOCKET}.
 Clients use $TAPGATE_SOCKET when it is set.
@@ -46,8 +48,28 @@ async function daemonCommand(argv: string[]): Promise<number> {
   });
   const level = (values['log-level'] ?? 'info') as Level;
   if (!['error', 'warn', 'info', 'debug'].includes(level)) return fail(`invalid --log-level ${JSON.stringify(level)}; expected error, warn, info or debug`);
-  await runDaemon({ config: values.config ?? DEFAULT_CONFIG, socket: values.socket ?? DEFAULT_SOCKET, logLevel: level });
-  return 0;
+  try {
+    await runDaemon({ config: values.config ?? DEFAULT_CONFIG, socket: values.socket ?? DEFAULT_SOCKET, logLevel: level });
+  } catch (error) {
+    if (error instanceof DaemonStartError) return fail(error.message);
+    throw error;
+  }
+  // The link watcher's read stays blocked in the thread pool until the next link event, and a
+  // pending read keeps Node running. No log line is lost: Node writes stderr synchronously on
+  // Linux, whether it is a file, a pipe or a terminal.
+  process.exit(0);
+}
+
+const SUBCOMMAND_HELP: Record<string, string> = {
+  status: 'Usage: tapgate status [--json]\n\nShows the daemon\'s health, its policy file, /dev/net/tun, the networks and this user\'s taps.\n',
+  check: 'Usage: tapgate check [--user USER] --network NAME [--json]\n\nExplains whether a request on NAME would be granted now, and which rule decides.\n--user is for root. Exit status 0 when it would be granted.\n',
+  daemon: 'Usage: tapgate daemon [--config FILE] [--socket PATH] [--log-level error|warn|info|debug]\n\nRuns the privileged daemon (as root or with CAP_NET_ADMIN, CAP_SETUID and CAP_SETGID).\n' +
+    `Defaults: --config ${DEFAULT_CONFIG} --socket ${DEFAULT_SOCKET} --log-level info. SIGHUP reloads the policy.\n`,
+};
+
+function packageVersion(): string {
+  const manifest = new URL('../../../package.json', import.meta.url);
+  return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
 }
 
 /** Subcommands by name; each resolves with its exit status. */
@@ -67,6 +89,14 @@ export async function main(argv: string[]): Promise<number> {
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE);
     return command === undefined ? 1 : 0;
+  }
+  if (command === '--version' || command === 'version') {
+    process.stdout.write(`tapgate ${packageVersion()}\n`);
+    return 0;
+  }
+  if (SUBCOMMAND_HELP[command] && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(SUBCOMMAND_HELP[command]);
+    return 0;
   }
   const run = COMMANDS[command];
   if (!run) return fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);

@@ -25,6 +25,14 @@ export interface DaemonOptions {
   logLevel: Level;
 }
 
+/** A start-up problem that ends the daemon with one message and no stack trace. */
+export class DaemonStartError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DaemonStartError';
+  }
+}
+
 /** Removes a socket file left by a daemon that died; refuses to steal one that answers. */
 function claimSocketPath(path: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
@@ -35,7 +43,7 @@ function claimSocketPath(path: string): void {
     unlinkSync(path);
     return;
   }
-  throw new Error(`Another daemon is already listening on ${path}; stop it first or choose another --socket`);
+  throw new DaemonStartError(`Another daemon is already listening on ${path}; stop it first or choose another --socket`);
 }
 
 /** Runs the daemon until SIGTERM or SIGINT. */
