@@ -82,7 +82,7 @@ export function parseAuditLine(line: string): AuditEntry | undefined {
   return record as unknown as AuditEntry;
 }
 
-/** Which records to print; an absent field does not filter. */
+/** Criteria for the records to print; an absent field matches every record. */
 export interface AuditFilter {
   since?: Date;
   /** A user name or decimal uid, as given on the command line. */

@@ -28,9 +28,9 @@ export function policyCheckCommand(argv: string[]): number {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String(error);
-    return fail(`${path}: ${reason}`);
+    const reasons: Record<string, string> = { ENOENT: 'not found', EACCES: 'permission denied', EISDIR: 'is a directory' };
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    return fail(`${path}: ${reasons[code] ?? String(error)}`);
   }
   try {
     const policy = parsePolicy(text, path);

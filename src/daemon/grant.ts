@@ -147,9 +147,13 @@ function attachTap(context: GrantContext, tap: { name: string; ifindex: number }
   try {
     context.rtnl.setLink(tap.ifindex, { master: bridge.index, up: true }, `tap ${tap.name}`);
   } catch (error) {
-    // The bridge may have been deleted since checkBridge; say so rather than print ENODEV.
+    // The bridge may have been deleted since checkBridge: report that instead of ENODEV.
     const current = context.rtnl.getLinkByName(network.bridge);
-    if (current?.index !== bridge.index) checkBridge(undefined, network);
+    if (current?.index !== bridge.index) {
+      throw new GrantRefusal(
+        `Bridge ${network.bridge} of network "${network.name}" does not exist any more: it was deleted while tap ${tap.name} ` +
+        'was being attached; try again once an administrator has re-created it', 'bridge-missing', network, undefined);
+    }
     const reason = error instanceof SystemError ? error.message : String(error);
     throw new GrantRefusal(`Attaching tap ${tap.name} to bridge ${network.bridge} failed: ${reason}`, 'device-error', network, undefined);
   }

@@ -54,9 +54,9 @@ export function reconcile(state: State): void {
 }
 
 /**
- * Ends the lease of a tap that an RTM_DELLINK named. A bridge also sends RTM_DELLINK (family
- * AF_BRIDGE) for each port it loses, for example when the bridge itself is deleted, while the
- * tap lives on and must keep counting against the quota; so the kernel is asked first.
+ * Ends the lease of a tap that an RTM_DELLINK named, once the kernel confirms the tap is gone.
+ * A bridge also sends RTM_DELLINK (family AF_BRIDGE) for each port it loses, as when the bridge
+ * is deleted. The tap itself lives on with its VM, so it must keep counting against the quota.
  */
 export function linkRemoved(state: State, ifindex: number): void {
   if (!state.leases.get(ifindex) || state.rtnl.getLinkByIndex(ifindex)) return;

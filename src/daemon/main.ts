@@ -16,6 +16,7 @@ import { AuditLog } from './audit.js';
 import { LeaseTable } from './leases.js';
 import { loadPolicy, reloadPolicy } from './policy-store.js';
 import { startServer } from './server.js';
+import { DEFAULT_DAEMON } from '../policy/types.js';
 import { watchLinks } from './link-watch.js';
 import { dispatch, linkRemoved, probeTun, reconcile, type State } from './handlers.js';
 
@@ -75,7 +76,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const server: Server = await startServer(options.socket, (identity, body) => {
     if (state.tunProblem) state.tunProblem = probeTun();
     return dispatch(state, identity, body);
-  }, logger);
+  }, logger, () => (state.policy.ok ? state.policy.policy.daemon : DEFAULT_DAEMON));
   // Anyone may connect: the policy, not the socket's mode, decides what each caller gets.
   chmodSync(options.socket, 0o666);
   logger.log('info', 'Daemon started', { socket: options.socket, config: options.config, pid: process.pid, leases: state.leases.size });

@@ -40,8 +40,8 @@ export interface ReloadTarget {
 }
 
 /**
- * Re-reads the policy file (on SIGHUP or a `reload` request). An invalid file leaves the
- * previous valid policy in force and is logged; the result says which happened.
+ * Re-reads the policy file (on SIGHUP or a `reload` request) and returns the new policy or why
+ * the file cannot be used. An invalid file is logged and leaves the previous valid policy in force.
  */
 export function reloadPolicy(target: ReloadTarget): PolicyState {
   const next = loadPolicy(target.options.config);

@@ -6,10 +6,10 @@
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { interfaceNameProblem } from '../protocol/names.js';
 import { MAX_QUEUES } from '../protocol/messages.js';
-import { DEFAULT_LIMITS, type BridgeConfSource, type Limits, type Network, type Policy, type Rule } from './types.js';
+import { DEFAULT_DAEMON, DEFAULT_LIMITS, type BridgeConfSource, type Limits, type Network, type Policy, type Rule } from './types.js';
 
 const TOP_LEVEL_KEYS = ['daemon', 'networks', 'allow', 'deny', 'bridge_conf'];
-const DAEMON_KEYS = ['audit_log'];
+const DAEMON_KEYS = ['audit_log', 'requests_per_second', 'request_burst'];
 const NETWORK_KEYS = ['bridge'];
 const RULE_KEYS = ['name', 'users', 'groups', 'networks', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
 const BRIDGE_CONF_KEYS = ['path', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
@@ -209,7 +209,11 @@ export function parsePolicy(text: string, path: string): Policy {
     path,
     networks,
     rules,
-    daemon: { auditLog: typeof auditLog === 'string' ? auditLog : undefined },
+    daemon: {
+      auditLog: typeof auditLog === 'string' ? auditLog : undefined,
+      requestsPerSecond: checker.integer(daemon.requests_per_second, '[daemon] requests_per_second', tables.get('daemon'), 1, 1_000_000, DEFAULT_DAEMON.requestsPerSecond),
+      requestBurst: checker.integer(daemon.request_burst, '[daemon] request_burst', tables.get('daemon'), 1, 1_000_000, DEFAULT_DAEMON.requestBurst),
+    },
     bridgeConf,
     warnings: checker.warnings,
   };

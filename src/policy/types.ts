@@ -35,6 +35,10 @@ export interface Rule {
 
 export interface DaemonSettings {
   auditLog: string | undefined;
+  /** Sustained requests per second each non-root user may make; root is not limited. */
+  requestsPerSecond: number;
+  /** Requests a user may make at once above the sustained rate. */
+  requestBurst: number;
 }
 
 /**
@@ -74,6 +78,8 @@ export interface Identity {
   groupNames: string[];
   pid: number;
 }
+
+export const DEFAULT_DAEMON = { requestsPerSecond: 50, requestBurst: 200 };
 
 export const DEFAULT_LIMITS: Limits = { maxTaps: 8, maxQueues: 8, vhost: false, unfiltered: false };
 

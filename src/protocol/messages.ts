@@ -70,6 +70,7 @@ export type ErrorCode =
   | 'tun-unavailable'
   | 'device-error'
   | 'policy-error'
+  | 'rate-limited'
   | 'internal';
 
 export interface ErrorReply {

@@ -162,7 +162,7 @@ export function openLinkEvents(): number {
   const fd = openNetlink(RTMGRP_LINK);
   setIntOption(fd, 1 /* SOL_SOCKET */, SO_RCVBUF, 4 * 1024 * 1024, 'SO_RCVBUF');
   // A blocking read that never returns would pin its thread-pool thread and keep the process
-  // from exiting; with this timeout a read without events fails with EAGAIN instead.
+  // from exiting. With this timeout, a read without events fails with EAGAIN instead.
   const timeout = Buffer.alloc(16);
   timeout.writeBigInt64LE(BigInt(LINK_EVENT_READ_TIMEOUT_MS * 1000), 8);
   // Safety: struct timeval is two 64-bit fields (seconds, microseconds) on LP64.

@@ -144,4 +144,49 @@ describe('request validation', { skip: privilegedSkipReason() }, () => {
     assert.equal(outputs.size, 1, [...outputs].join('\n'));
     assert.match([...outputs][0], /Unsupported argument \\"path\\"/);
   });
+
+  test('pipelined flood does not starve others', async () => {
+    const flood = await connect(daemon.socket);
+    const frames = Buffer.concat(Array.from({ length: 3000 }, () => encodeFrame({ version: 1, op: 'check', network: 'req' })));
+    flood.write(frames);
+    const started = Date.now();
+    const status = call({ op: 'status' }, daemon.socket);
+    const waited = Date.now() - started;
+    flood.destroy();
+    assert.equal(status.reply.ok, true);
+    assert.ok(waited < 1000, `status waited ${waited} ms behind a pipelined flood`);
+  });
+
+  test('user requests are rate limited', () => {
+    const script = `
+      const { call } = await import(${JSON.stringify(new URL('../../src/client/client.js', import.meta.url).pathname)});
+      const codes = {};
+      for (let i = 0; i < 400; i++) {
+        const { reply } = call({ op: 'check', network: 'req' }, ${JSON.stringify(daemon.socket)});
+        const code = reply.ok ? 'ok' : reply.error.code;
+        codes[code] = (codes[code] ?? 0) + 1;
+      }
+      process.stdout.write(JSON.stringify(codes));`;
+    const result = runAs(user, process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 });
+    assert.equal(result.status, 0, result.stderr);
+    const codes = JSON.parse(result.stdout) as Record<string, number>;
+    assert.ok((codes['rate-limited'] ?? 0) > 0, result.stdout);
+    assert.ok((codes.ok ?? 0) >= 200, result.stdout);
+    assert.deepEqual(Object.keys(codes).sort(), ['ok', 'rate-limited']);
+  });
+
+  test('trickled frame is cut off', async () => {
+    const socket = await connect(daemon.socket);
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(100, 0);
+    socket.write(header);
+    const started = Date.now();
+    // One byte every 2 s would keep an idle timer alive forever; the frame deadline ends it.
+    const trickle = setInterval(() => socket.write('x'), 2000);
+    const at = await closed;
+    clearInterval(trickle);
+    assert.ok(at - started < 15_000, `closed after ${at - started} ms`);
+  });
 });
+
