@@ -87,10 +87,12 @@ function vectors(queues: number): number {
 /** Builds the `-netdev` and `-device` values for one NIC whose queue fds are `fds` in the child. */
 export function tapOptions(nic: NicRequest, childFds: number[], mac: string): { netdev: string; device: string | undefined } {
   const fdOption = childFds.length === 1 ? `fd=${childFds[0]}` : `fds=${childFds.join(':')}`;
-  const netdev = `tap,id=${nic.id},${fdOption}`;
+  // Values came unescaped out of splitOptions; escaping them again keeps a `,,` in the user's
+  // option from turning into a new sub-option such as script=.
+  const netdev = joinOptions(['tap', `id=${nic.id}`, fdOption]);
   if (nic.form === 'netdev') return { netdev, device: undefined };
-  const multiqueue = childFds.length > 1 ? `,mq=on,vectors=${vectors(childFds.length)}` : '';
-  return { netdev, device: `${nic.model},netdev=${nic.id},mac=${mac}${multiqueue}` };
+  const multiqueue = childFds.length > 1 ? ['mq=on', `vectors=${vectors(childFds.length)}`] : [];
+  return { netdev, device: joinOptions([nic.model, `netdev=${nic.id}`, `mac=${mac}`, ...multiqueue]) };
 }
 
 /** Joins sub-options back into one QEMU option value, escaping commas as `,,`. */

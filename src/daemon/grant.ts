@@ -112,13 +112,13 @@ function randomLeaseId(): string {
  * @param nextId the lease id generator; tests pass one that returns a taken name first.
  * @throws SystemError for any failure other than a name collision, or after NAME_ATTEMPTS collisions.
  */
-export function createUniqueTap(identity: Identity, queues: number, vnetHdr: boolean, nextId: () => string = randomLeaseId): { id: string; name: string; fds: number[] } {
+export function createUniqueTap(queues: number, vnetHdr: boolean, nextId: () => string = randomLeaseId): { id: string; name: string; fds: number[] } {
   const taken: string[] = [];
   for (;;) {
     const id = nextId();
     const name = `tg${id}`;
     try {
-      return { id, name, fds: createTap({ name, queues, vnetHdr, ownerUid: identity.uid }).fds };
+      return { id, name, fds: createTap({ name, queues, vnetHdr }).fds };
     } catch (error) {
       if (!(error instanceof SystemError && error.code === 'EBUSY')) throw error;
       taken.push(name);
@@ -196,7 +196,7 @@ export function grantTap(context: GrantContext, identity: Identity, request: Ope
   let vnetHdr: boolean;
   try {
     vnetHdr = request.vnetHdr && supportsVnetHdr();
-    created = createUniqueTap(identity, request.queues, vnetHdr);
+    created = createUniqueTap(request.queues, vnetHdr);
   } catch (error) {
     if (error instanceof SystemError && error.operation === 'open') throw tunUnavailable(error, network);
     throw error;
@@ -206,10 +206,10 @@ export function grantTap(context: GrantContext, identity: Identity, request: Ope
     const link = context.rtnl.getLinkByName(created.name);
     if (!link) throw new SystemError('RTM_GETLINK', `tap ${created.name}`, 19 /* ENODEV */);
     const mac = request.mac ?? randomMac();
-    attachTap(context, { name: created.name, ifindex: link.index }, bridge, network, encodeAlias({ uid: identity.uid, network: network.name, id: created.id, mac }));
+    attachTap(context, { name: created.name, ifindex: link.index }, bridge, network, encodeAlias({ uid: identity.uid, network: network.name, id: created.id, mac, queues: request.queues }));
     const lease: Lease = {
       id: created.id, tap: created.name, ifindex: link.index, uid: identity.uid, network: network.name,
-      bridge: network.bridge, mac, pid: identity.pid, since: new Date().toISOString(),
+      bridge: network.bridge, mac, queues: request.queues, pid: identity.pid, since: new Date().toISOString(),
     };
     context.leases.add(lease);
     const grant: TapGrant = {

@@ -11,18 +11,20 @@ export interface Lease {
   network: string;
   bridge: string;
   mac: string;
+  /** Queues granted; absent for taps adopted from an alias written before queues were recorded. */
+  queues?: number;
   pid: number | null;
   since: string;
 }
 
 const ALIAS_PREFIX = 'tapgate ';
 
-export function encodeAlias(lease: Pick<Lease, 'uid' | 'network' | 'id' | 'mac'>): string {
-  return `${ALIAS_PREFIX}uid=${lease.uid} network=${lease.network} lease=${lease.id} mac=${lease.mac}`;
+export function encodeAlias(lease: Pick<Lease, 'uid' | 'network' | 'id' | 'mac' | 'queues'>): string {
+  return `${ALIAS_PREFIX}uid=${lease.uid} network=${lease.network} lease=${lease.id} mac=${lease.mac}${lease.queues ? ` queues=${lease.queues}` : ''}`;
 }
 
 /** Parses an alias written by `encodeAlias`; returns undefined for any other alias. */
-export function decodeAlias(alias: string | undefined): Pick<Lease, 'uid' | 'network' | 'id' | 'mac'> | undefined {
+export function decodeAlias(alias: string | undefined): Pick<Lease, 'uid' | 'network' | 'id' | 'mac' | 'queues'> | undefined {
   if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
   const fields = new Map(alias.slice(ALIAS_PREFIX.length).split(' ').map((pair) => pair.split('=', 2) as [string, string]));
   const uid = Number(fields.get('uid'));
@@ -30,7 +32,8 @@ export function decodeAlias(alias: string | undefined): Pick<Lease, 'uid' | 'net
   const id = fields.get('lease');
   const mac = fields.get('mac');
   if (!Number.isInteger(uid) || uid < 0 || !network || !id || !mac) return undefined;
-  return { uid, network, id, mac };
+  const queues = Number(fields.get('queues'));
+  return Number.isInteger(queues) && queues > 0 ? { uid, network, id, mac, queues } : { uid, network, id, mac };
 }
 
 function ownerKey(uid: number, network: string): string {

@@ -18,6 +18,7 @@ import { loadPolicy, reloadPolicy } from './policy-store.js';
 import { startServer } from './server.js';
 import { DEFAULT_DAEMON } from '../policy/types.js';
 import { watchLinks } from './link-watch.js';
+import { guardLink } from './tap-guard.js';
 import { dispatch, linkRemoved, probeTun, reconcile, type State } from './handlers.js';
 
 export interface DaemonOptions {
@@ -63,7 +64,14 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   const stopWatching = watchLinks(
     (events) => {
-      for (const event of events) if (event.kind === 'del') linkRemoved(state, event.link.index);
+      for (const event of events) {
+        try {
+          if (event.kind === 'del') linkRemoved(state, event.link.index);
+          guardLink(state, event.kind, event.link);
+        } catch (error) {
+          logger.log('error', 'Handling a link notification failed', { ifindex: event.link.index, name: event.link.name, error: String(error) });
+        }
+      }
     },
     (error) => {
       logger.log('warn', 'Link notifications were lost; re-reading the link list', { error: String(error) });

@@ -104,6 +104,9 @@ export const IFLA = {
 /** include/uapi/linux/if_link.h: attributes nested in IFLA_LINKINFO. */
 export const IFLA_INFO = { KIND: 1, DATA: 2, SLAVE_KIND: 4 } as const;
 
+/** include/uapi/linux/if_link.h: tun attributes nested in IFLA_INFO_DATA (Linux 4.15 and later). */
+export const IFLA_TUN = { OWNER: 1, GROUP: 2, PERSIST: 6, NUM_QUEUES: 8, NUM_DISABLED_QUEUES: 9 } as const;
+
 /** include/uapi/linux/if_link.h: enum values of IFLA_OPERSTATE, indexed by value. */
 export const OPERSTATES = ['UNKNOWN', 'NOTPRESENT', 'DOWN', 'LOWERLAYERDOWN', 'TESTING', 'DORMANT', 'UP'] as const;
 

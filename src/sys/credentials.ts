@@ -16,7 +16,7 @@
 // it back to 0 restores them from the permitted set (capabilities(7), "Effect of user ID changes
 // on capabilities").
 
-import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { lastErrno, libc } from './libc.js';
 import { fail } from './fd.js';
 import { SystemError } from './errors.js';
@@ -132,8 +132,9 @@ export function withFileCredentials<T>(credentials: FileCredentials, action: () 
 
 function openForReading(path: string): number {
   try {
-    // O_NONBLOCK keeps a FIFO from blocking the daemon; it changes nothing for regular files.
-    return openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // O_NONBLOCK keeps a FIFO from blocking the daemon, and O_NOCTTY keeps a terminal the
+    // caller points an include at from becoming the daemon's controlling terminal.
+    return openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
     const errno = (error as NodeJS.ErrnoException).errno;
     if (typeof errno === 'number') throw new SystemError('open', path, Math.abs(errno));
@@ -153,8 +154,18 @@ export function readFileAs(credentials: FileCredentials, path: string): Buffer {
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new SystemError('open', path, EINVAL, 'not a regular file');
-    if (stat.size > MAX_POLICY_FILE_BYTES) throw new SystemError('read', path, EFBIG, `larger than ${MAX_POLICY_FILE_BYTES} bytes`);
-    return readFileSync(fd);
+    // The size from fstat is not a bound: files under /proc report 0 whatever they hold.
+    const chunks: Buffer[] = [];
+    let length = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const read = readSync(fd, chunk, 0, chunk.length, null);
+      if (read === 0) break;
+      chunks.push(chunk.subarray(0, read));
+      length += read;
+      if (length > MAX_POLICY_FILE_BYTES) throw new SystemError('read', path, EFBIG, `larger than ${MAX_POLICY_FILE_BYTES} bytes`);
+    }
+    return Buffer.concat(chunks, length);
   } finally {
     closeSync(fd);
   }

@@ -4,7 +4,7 @@
 // plus payload padded to 4) and include/uapi/linux/rtnetlink.h (struct ifinfomsg, 16 bytes).
 // Integers are in host byte order, little-endian on the supported architectures.
 
-import { IFLA, IFLA_INFO, NLMSGERR_ATTR_MSG, NLMSG_ERROR, NLM_F_ACK_TLVS, NLM_F_CAPPED, OPERSTATES } from './constants.js';
+import { IFLA, IFLA_INFO, IFLA_TUN, NLMSGERR_ATTR_MSG, NLMSG_ERROR, NLM_F_ACK_TLVS, NLM_F_CAPPED, OPERSTATES } from './constants.js';
 
 export const NLMSG_HDRLEN = 16;
 export const IFINFOMSG_LEN = 16;
@@ -166,6 +166,9 @@ export interface Link {
   slaveKind?: string;
   alias?: string;
   txQueues?: number;
+  /** Present for tun and tap devices. */
+  tun?: TunInfo;
+  infoData?: Buffer;
 }
 
 /** Decodes the payload of an RTM_NEWLINK or RTM_DELLINK message. */
@@ -191,11 +194,36 @@ export function decodeLink(payload: Buffer): Link {
         for (const info of decodeAttributes(value)) {
           if (info.type === IFLA_INFO.KIND) link.kind = decodeString(info.value);
           if (info.type === IFLA_INFO.SLAVE_KIND) link.slaveKind = decodeString(info.value);
+          if (info.type === IFLA_INFO.DATA) link.infoData = info.value;
         }
         break;
     }
   }
+  if (link.kind === 'tun' && link.infoData) link.tun = decodeTunInfo(link.infoData);
+  delete link.infoData;
   return link;
+}
+
+/** What the tun driver reports about a tap in IFLA_INFO_DATA. */
+export interface TunInfo {
+  /** uid set with TUNSETOWNER; absent when none is set. */
+  owner?: number;
+  group?: number;
+  persist: boolean;
+  queues?: number;
+  disabledQueues?: number;
+}
+
+function decodeTunInfo(data: Buffer): TunInfo {
+  const info: TunInfo = { persist: false };
+  for (const { type, value } of decodeAttributes(data)) {
+    if (type === IFLA_TUN.OWNER) info.owner = value.readUInt32LE(0);
+    if (type === IFLA_TUN.GROUP) info.group = value.readUInt32LE(0);
+    if (type === IFLA_TUN.PERSIST) info.persist = value.readUInt8(0) !== 0;
+    if (type === IFLA_TUN.NUM_QUEUES) info.queues = value.readUInt32LE(0);
+    if (type === IFLA_TUN.NUM_DISABLED_QUEUES) info.disabledQueues = value.readUInt32LE(0);
+  }
+  return info;
 }
 
 /** Encodes a MAC address written as six colon-separated hex octets. */

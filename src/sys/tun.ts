@@ -9,7 +9,7 @@ import { closeAll, closeFd, fail } from './fd.js';
 import { SystemError } from './errors.js';
 import {
   IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_TUN_EXCL, IFF_VNET_HDR, IFNAMSIZ, IFREQ_FLAGS_OFFSET,
-  IFREQ_SIZE, O_CLOEXEC, O_RDWR, TUNGETFEATURES, TUNGETIFF, TUNSETIFF, TUNSETOWNER,
+  IFREQ_SIZE, O_CLOEXEC, O_RDWR, TUNGETFEATURES, TUNGETIFF, TUNSETIFF,
 } from './constants.js';
 
 export const TUN_PATH = '/dev/net/tun';
@@ -21,8 +21,6 @@ export interface TapRequest {
   queues: number;
   /** Whether frames carry a struct virtio_net_hdr (QEMU's vnet_hdr=on). */
   vnetHdr: boolean;
-  /** uid written with TUNSETOWNER, so that this user may later attach or detach queues. */
-  ownerUid: number;
 }
 
 export interface Tap {
@@ -97,10 +95,8 @@ export function createTap(request: TapRequest): Tap {
       // Safety: TUNSETIFF reads and rewrites the IFREQ_SIZE-byte struct ifreq.
       if (libc.ioctlPtr(fd, TUNSETIFF, 'void *', ifreq) < 0) fail('ioctl(TUNSETIFF)', `tap ${request.name}`);
     }
-    // Safety: TUNSETOWNER takes the uid by value, not a pointer.
-    if (libc.ioctlPtr(fds[0], TUNSETOWNER, 'unsigned long', request.ownerUid) < 0) {
-      fail('ioctl(TUNSETOWNER)', `tap ${request.name}`);
-    }
+    // No TUNSETOWNER: without an owner, attaching another queue by name needs CAP_NET_ADMIN.
+    // QEMU's TUNSETQUEUE on descriptors it already holds needs no owner.
     return { name: request.name, flags, fds };
   } catch (error) {
     closeAll(fds);

@@ -510,12 +510,11 @@ max_taps = 2
       writeFileSync(script, `
 import { createUniqueTap } from ${JSON.stringify(grant)};
 import { closeAll } from ${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'sys', 'fd.js'))};
-const identity = { uid: 0, gid: 0, groups: [], user: 'root', groupNames: [], pid: process.pid };
 const ids = ['deadbeef', 'cafe0001', '0badf00d'];
-const created = createUniqueTap(identity, 1, false, () => ids.shift());
+const created = createUniqueTap(1, false, () => ids.shift());
 let exhausted;
 try {
-  createUniqueTap(identity, 1, false, () => 'deadbeef');
+  createUniqueTap(1, false, () => 'deadbeef');
 } catch (error) {
   exhausted = { code: error.code, message: error.message };
 }

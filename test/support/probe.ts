@@ -10,6 +10,7 @@ export interface ProbeReport {
   grant?: { name: string; ifindex: number; network: string; bridge: string; mtu: number; mac: string; vnetHdr: boolean; queues: number; lease: string };
   infos?: { name: string; flags: number }[];
   arpReply?: boolean;
+  tamperResult?: number;
 }
 
 export function probeScript(): string {

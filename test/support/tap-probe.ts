@@ -2,12 +2,16 @@
 // descriptor is, optionally exchanges an ARP request with the bridge, and holds the fd until
 // its stdin closes. Prints one JSON line.
 //
-// Usage: node tap-probe.js NETWORK [--queues N] [--vnet] [--arp SENDER_IP TARGET_IP] [--hold]
+// Usage: node tap-probe.js NETWORK [--queues N] [--vnet] [--arp SENDER_IP TARGET_IP]
+//                          [--tamper persist|owner|mac] [--hold]
+// --tamper does, on the received fd, what a hostile holder could: TUNSETPERSIST, TUNSETOWNER
+// (to the caller's uid) or SIOCSIFHWADDR (to 52:54:00:66:66:66).
 
 import { readSync, writeSync, closeSync } from 'node:fs';
 import { openTap } from '../../src/client/client.js';
 import { tapInfo } from '../../src/sys/tun.js';
 import { setNonBlocking } from '../../src/sys/fd.js';
+import { libc } from '../../src/sys/libc.js';
 
 function ipBytes(ip: string): number[] {
   return ip.split('.').map(Number);
@@ -37,6 +41,17 @@ function arpExchange(fd: number, senderIp: string, targetIp: string): boolean {
   return false;
 }
 
+/** Runs one ioctl a descriptor holder may run without capabilities; returns its result. */
+function tamperWith(fd: number, name: string, how: string): number {
+  if (how === 'persist') return libc.ioctlPtr(fd, 0x400454cb /* TUNSETPERSIST */, 'unsigned long', 1);
+  if (how === 'owner') return libc.ioctlPtr(fd, 0x400454cc /* TUNSETOWNER */, 'unsigned long', process.getuid!());
+  const ifreq = Buffer.alloc(40);
+  ifreq.write(name);
+  ifreq.writeUInt16LE(1 /* ARPHRD_ETHER */, 16);
+  Buffer.from([0x52, 0x54, 0x00, 0x66, 0x66, 0x66]).copy(ifreq, 18);
+  return libc.ioctlPtr(fd, 0x8924 /* SIOCSIFHWADDR */, 'void *', ifreq);
+}
+
 const [network, ...rest] = process.argv.slice(2);
 const vnetHdr = rest.includes('--vnet');
 const queues = rest.includes('--queues') ? Number(rest[rest.indexOf('--queues') + 1]) : 1;
@@ -51,7 +66,10 @@ try {
     setNonBlocking(fds[0]);
     arpReply = arpExchange(fds[0], arp[0], arp[1]);
   }
-  process.stdout.write(`${JSON.stringify({ ok: true, grant, infos, arpReply })}\n`);
+  const tamper = rest.includes('--tamper') ? rest[rest.indexOf('--tamper') + 1] : undefined;
+  let tamperResult: number | undefined;
+  if (tamper) tamperResult = tamperWith(fds[0], infos[0].name, tamper);
+  process.stdout.write(`${JSON.stringify({ ok: true, grant, infos, arpReply, tamperResult })}\n`);
   if (rest.includes('--hold')) {
     const buffer = Buffer.alloc(1);
     try { while (readSync(0, buffer, 0, 1, null) > 0) { /* wait for EOF */ } } catch { /* stdin closed */ }

@@ -187,6 +187,14 @@ test('rewriteArguments completes the -device of a -netdev', () => {
   assert.deepEqual(rewriteArguments(own, [{ nic, childFds: [3], mac: MAC }])[3], 'e1000,netdev=n1,mac=52:54:00:00:00:09,romfile=a,,b');
 });
 
+test('rewriteArguments keeps escaped commas escaped', () => {
+  const args = ['-netdev', 'bridge,id=n0,,script=/tmp/evil.sh,br=lab', '-nic', 'bridge,br=lab,model=virtio-net-pci,,romfile=/tmp/x'];
+  const nics = findBridgeNics(args, DEFAULTS);
+  const rewritten = rewriteArguments(args, nics.map((nic, index) => ({ nic, childFds: [3 + index], mac: MAC })));
+  assert.equal(rewritten[1], 'tap,id=n0,,script=/tmp/evil.sh,fd=3');
+  assert.equal(rewritten[5], `virtio-net-pci,,romfile=/tmp/x,netdev=tapgate1,mac=${MAC}`);
+});
+
 test('rewriteArguments keeps NIC order', () => {
   const args = ['-nic', 'bridge,br=lab', '-nic', 'user'];
   const [nic] = findBridgeNics(args, DEFAULTS);
