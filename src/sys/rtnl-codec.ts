@@ -217,11 +217,12 @@ export interface TunInfo {
 function decodeTunInfo(data: Buffer): TunInfo {
   const info: TunInfo = { persist: false };
   for (const { type, value } of decodeAttributes(data)) {
-    if (type === IFLA_TUN.OWNER) info.owner = value.readUInt32LE(0);
-    if (type === IFLA_TUN.GROUP) info.group = value.readUInt32LE(0);
-    if (type === IFLA_TUN.PERSIST) info.persist = value.readUInt8(0) !== 0;
-    if (type === IFLA_TUN.NUM_QUEUES) info.queues = value.readUInt32LE(0);
-    if (type === IFLA_TUN.NUM_DISABLED_QUEUES) info.disabledQueues = value.readUInt32LE(0);
+    // Attributes shorter than their type are skipped, as the kernel's own parsers do.
+    if (value.length >= 4 && type === IFLA_TUN.OWNER) info.owner = value.readUInt32LE(0);
+    if (value.length >= 4 && type === IFLA_TUN.GROUP) info.group = value.readUInt32LE(0);
+    if (value.length >= 1 && type === IFLA_TUN.PERSIST) info.persist = value.readUInt8(0) !== 0;
+    if (value.length >= 4 && type === IFLA_TUN.NUM_QUEUES) info.queues = value.readUInt32LE(0);
+    if (value.length >= 4 && type === IFLA_TUN.NUM_DISABLED_QUEUES) info.disabledQueues = value.readUInt32LE(0);
   }
   return info;
 }

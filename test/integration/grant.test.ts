@@ -199,7 +199,7 @@ describe('open-tap', { skip: privilegedSkipReason() }, () => {
     try {
       const grant = held.report.grant!;
       const link = ns.ipJson<{ ifalias: string; address: string }[]>('link', 'show', grant.name)[0];
-      assert.equal(link.ifalias, `tapgate uid=${alice.uid} network=lab lease=${grant.lease} mac=${grant.mac}`);
+      assert.equal(link.ifalias, `tapgate uid=${alice.uid} network=lab lease=${grant.lease} mac=${grant.mac} queues=1`);
       assert.equal(link.address, 'fe:ff:ff:ff:ff:ff');
       const record = daemon.audit().find((entry) => entry.tap === grant.name)!;
       assert.equal(record.decision, 'granted');

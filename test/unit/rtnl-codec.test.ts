@@ -288,3 +288,25 @@ test('encodeMac writes six octets', () => {
 test('cString appends one NUL byte', () => {
   assert.deepEqual([...cString('ab')], [0x61, 0x62, 0]);
 });
+
+test('decodeLink reads tun attributes of a tap', () => {
+  const u8 = (value: number) => Buffer.from([value]);
+  const data = Buffer.concat([
+    encodeAttribute(1, u32(1000)), // IFLA_TUN_OWNER
+    encodeAttribute(6, u8(1)), // IFLA_TUN_PERSIST
+    encodeAttribute(8, u32(4)), // IFLA_TUN_NUM_QUEUES
+    encodeAttribute(9, u32(1)), // IFLA_TUN_NUM_DISABLED_QUEUES
+  ]);
+  const linkinfo = nested(18, [encodeAttribute(1, cString('tun')), encodeAttribute(2, data)]);
+  const header = Buffer.alloc(16);
+  header.writeInt32LE(7, 4);
+  const link = decodeLink(Buffer.concat([header, linkinfo]));
+  assert.equal(link.kind, 'tun');
+  assert.deepEqual(link.tun, { owner: 1000, persist: true, queues: 4, disabledQueues: 1 });
+});
+
+test('decodeLink leaves tun info out for other kinds', () => {
+  const linkinfo = nested(18, [encodeAttribute(1, cString('veth')), encodeAttribute(2, encodeAttribute(6, Buffer.from([1])))]);
+  const link = decodeLink(Buffer.concat([Buffer.alloc(16), linkinfo]));
+  assert.equal(link.tun, undefined);
+});
