@@ -150,6 +150,24 @@ export function tunFinding(tun: TunFacts): Finding {
 
 // --- policy: rules and quotas --------------------------------------------------------------
 
+/**
+ * Reports a reload that failed while a valid policy stays in force: the daemon still works, but
+ * on an older policy than the file contains. Returns undefined when the last reload succeeded.
+ */
+export function reloadFailureFinding(
+  policy: { path: string; valid: boolean; loadedAt?: string | null; lastReloadFailure?: { at: string; error: string } | null },
+  daemonPid: number,
+): Finding | undefined {
+  const failure = policy.lastReloadFailure;
+  if (!failure || !policy.valid) return undefined;
+  const since = policy.loadedAt ? ` loaded at ${policy.loadedAt}` : '';
+  return {
+    check: 'policy', severity: 'warning',
+    message: `The last reload of ${policy.path}, at ${failure.at}, failed, so the policy${since} stays in force: ${failure.error}`,
+    fixes: [fix(action(`correct ${policy.path} as the message says; "tapgate policy check ${policy.path}" lists every problem`), reloadStep(daemonPid))],
+  };
+}
+
 export interface CheckReply {
   allowed: boolean;
   reason: string;

@@ -14,7 +14,7 @@ import type { Reply } from '../protocol/messages.js';
 import { interfaceNameProblem } from '../protocol/names.js';
 import { NET_ADDR_SET, type DiagnoseReply } from '../protocol/diagnose.js';
 import {
-  bridgeFinding, exitStatus, forwardFinding, macFinding, mtuFinding, quotaFinding, ruleFinding, socketFinding, tunFinding,
+  bridgeFinding, exitStatus, forwardFinding, macFinding, mtuFinding, quotaFinding, reloadFailureFinding, ruleFinding, socketFinding, tunFinding,
   type CheckReply, type Finding, type FixStep, type SocketProblem,
 } from './doctor-checks.js';
 
@@ -36,7 +36,7 @@ Exit status: 0 when all is well, 1 when something blocks VMs, 2 when there are w
 
 interface StatusReply {
   pid: number;
-  policy: { path: string; valid: boolean; error?: string; warnings?: string[] };
+  policy: { path: string; valid: boolean; error?: string; warnings?: string[]; loadedAt?: string | null; lastReloadFailure?: { at: string; error: string } | null };
 }
 
 interface Caller {
@@ -98,8 +98,10 @@ function policyFindings(status: StatusReply): Finding[] {
       fixes: [{ steps: [{ kind: 'action', text: `correct ${path} as the message says` }, { kind: 'command', text: `kill -HUP ${status.pid}` }] }],
     }];
   }
+  const reloadFailure = reloadFailureFinding(status.policy, status.pid);
   return [
     { check: 'policy', severity: 'ok', message: `${path} is valid`, fixes: [] },
+    ...(reloadFailure ? [reloadFailure] : []),
     ...warnings.map((warning): Finding => ({ check: 'policy', severity: 'warning', message: warning, fixes: [] })),
   ];
 }

@@ -4,6 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parsePolicy, PolicyError } from '../policy/config.js';
+import { nameWarnings } from '../policy/warnings.js';
+import { nssNameLookups } from '../sys/accounts.js';
 import { DEFAULT_CONFIG } from '../protocol/paths.js';
 import { call } from '../client/client.js';
 
@@ -34,9 +36,11 @@ export function policyCheckCommand(argv: string[]): number {
   }
   try {
     const policy = parsePolicy(text, path);
-    printWarnings(policy.warnings);
+    // Bridges are not checked here: they live in the daemon's network namespace, not this shell's.
+    const warnings = [...policy.warnings, ...nameWarnings(policy, nssNameLookups())];
+    printWarnings(warnings);
     const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
-    process.stdout.write(`${path}: valid: ${count(policy.networks.size, 'network')}, ${count(policy.rules.length, 'rule')}, ${count(policy.warnings.length, 'warning')}\n`);
+    process.stdout.write(`${path}: valid: ${count(policy.networks.size, 'network')}, ${count(policy.rules.length, 'rule')}, ${count(warnings.length, 'warning')}\n`);
     return 0;
   } catch (error) {
     if (!(error instanceof PolicyError)) throw error;

@@ -8,6 +8,29 @@ function fail(message: string): number {
   return 1;
 }
 
+/** The `policy` member of a status reply; daemons older than this client omit the optional parts. */
+export interface PolicyStatus {
+  path: string;
+  valid: boolean;
+  error?: string;
+  loadedAt?: string | null;
+  warnings?: string[];
+  lastReloadFailure?: { at: string; error: string } | null;
+}
+
+/** Formats the policy line of `tapgate status`, including a failed reload that left the old policy in force. */
+export function describePolicy(policy: PolicyStatus): string {
+  const failure = policy.lastReloadFailure;
+  if (!policy.valid) {
+    const reload = failure ? `; last reload at ${failure.at} failed` : '';
+    return `${policy.path} INVALID: ${policy.error}${reload}; every request is denied until a valid policy is loaded`;
+  }
+  const loaded = policy.loadedAt ? `, loaded at ${policy.loadedAt}` : '';
+  if (!failure) return `${policy.path} valid${loaded}`;
+  const since = policy.loadedAt ? ` loaded at ${policy.loadedAt}` : '';
+  return `${policy.path} valid${loaded}; last reload at ${failure.at} FAILED: ${failure.error}; the policy${since} stays in force`;
+}
+
 export function statusCommand(argv: string[]): number {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, strict: true });
   const { reply } = call({ op: 'status' });
@@ -17,19 +40,20 @@ export function statusCommand(argv: string[]): number {
   }
   if (!reply.ok) return fail(reply.error.message);
   const status = reply as unknown as {
-    pid: number; policy: { path: string; valid: boolean; error?: string }; tun: { ok: boolean; problem?: string };
+    pid: number; policy: PolicyStatus; tun: { ok: boolean; problem?: string };
     networks: { name: string; bridge: string }[]; leases: { tap: string; network: string; mac: string; uid: number; since: string }[];
   };
   const lines = [
     `daemon:   running (pid ${status.pid})`,
-    `policy:   ${status.policy.path} ${status.policy.valid ? 'valid' : `INVALID: ${status.policy.error}`}`,
+    `policy:   ${describePolicy(status.policy)}`,
+    ...(status.policy.warnings ?? []).map((warning) => `  warning: ${warning}`),
     `tun:      ${status.tun.ok ? 'ok' : status.tun.problem}`,
     `networks: ${status.networks.map((network) => `${network.name} (bridge ${network.bridge})`).join(', ') || 'none'}`,
     `taps:     ${status.leases.length === 0 ? 'none' : ''}`,
     ...status.leases.map((lease) => `  ${lease.tap}  network ${lease.network}  guest MAC ${lease.mac}  uid ${lease.uid}  since ${lease.since}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  return status.policy.valid && status.tun.ok ? 0 : 1;
+  return status.policy.valid && !status.policy.lastReloadFailure && status.tun.ok ? 0 : 1;
 }
 
 interface CheckReply {

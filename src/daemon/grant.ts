@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createTap, tunFeatures, IFF_VNET_HDR, TUN_PATH } from '../sys/tun.js';
 import { closeAll } from '../sys/fd.js';
+import { groupById, groupByName, loginGroups, userById } from '../sys/accounts.js';
 import { SystemError, errnoDescription } from '../sys/errors.js';
 import type { RtnlSocket, Link } from '../sys/rtnl.js';
 import { describeIdentity, type Decision } from '../policy/decide.js';
@@ -165,12 +166,47 @@ function attachTap(context: GrantContext, tap: { name: string; ifindex: number }
  * @throws GrantRefusal with code `policy-error` when bridge.conf cannot be used.
  */
 export function decideForRequester(context: GrantContext, identity: Identity, requested: string): Decision {
+  let decision: Decision;
   try {
-    return decideRequest(context.policy, identity, requested, (path) => context.readPolicyFile(identity, path));
+    decision = decideRequest(context.policy, identity, requested, (path) => context.readPolicyFile(identity, path));
   } catch (error) {
     if (error instanceof BridgeConfError) throw new GrantRefusal(error.message, 'policy-error', undefined, undefined);
     throw error;
   }
+  const defaultDeny = !decision.allowed && decision.code === 'denied' && decision.rule === undefined;
+  const group = defaultDeny && decision.network ? staleGroup(context.policy, identity, decision.network) : undefined;
+  if (!group) return decision;
+  return {
+    ...decision,
+    reason: `${decision.reason}; user ${identity.user} is in group ${group} according to the user database, but this session is not; ` +
+      `log in again (or run "newgrp ${group}") to use it`,
+  };
+}
+
+/**
+ * Finds a group that an [[allow]] rule for `network` names, that the group database lists the
+ * requester in, but that the connection does not hold: the user was added to it after the
+ * session started. Returns the group's name, or undefined (also when an NSS look-up fails,
+ * because the hint is only advice).
+ */
+function staleGroup(policy: Policy, identity: Identity, network: Network): string | undefined {
+  if (!identity.user || !policy.networks.has(network.name)) return undefined;
+  const named = policy.rules
+    .filter((rule) => rule.kind === 'allow' && (rule.networks.includes('*') || rule.networks.includes(network.name)))
+    .flatMap((rule) => rule.groups)
+    .filter((group) => group !== '*');
+  if (named.length === 0) return undefined;
+  try {
+    const held = new Set([identity.gid, ...identity.groups]);
+    const login = new Set(loginGroups(identity.user, userById(identity.uid)?.gid ?? identity.gid));
+    for (const group of named) {
+      const entry = /^\d+$/.test(group) ? groupById(Number(group)) : groupByName(group);
+      if (entry && login.has(entry.gid) && !held.has(entry.gid)) return entry.name;
+    }
+  } catch (error) {
+    if (!(error instanceof SystemError)) throw error;
+  }
+  return undefined;
 }
 
 /**

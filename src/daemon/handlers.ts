@@ -11,7 +11,7 @@ import { decodeAlias, type LeaseTable } from './leases.js';
 import { readFileAs } from '../sys/credentials.js';
 import { GrantRefusal, grantTap, type GrantContext } from './grant.js';
 import { diagnose } from './diagnose.js';
-import { reloadPolicy, type PolicyState } from './policy-store.js';
+import { currentWarnings, reloadPolicy, type PolicyState, type ReloadFailure } from './policy-store.js';
 import { userName } from './identity.js';
 import { explainAccess } from './explain.js';
 import type { HandlerResult } from './server.js';
@@ -20,6 +20,10 @@ import type { DaemonOptions } from './main.js';
 export interface State {
   options: DaemonOptions;
   policy: PolicyState;
+  /** When the policy in force was loaded (ISO 8601); undefined while none is valid. */
+  policyLoadedAt: string | undefined;
+  /** The last reload, when it failed and left the previous policy in force. */
+  lastReloadFailure: ReloadFailure | undefined;
   rtnl: RtnlSocket;
   leases: LeaseTable;
   audit: AuditLog;
@@ -112,12 +116,18 @@ function handleOpenTap(state: State, identity: Identity, request: OpenTapRequest
   }
 }
 
+function policyStatus(state: State): Record<string, unknown> {
+  const common = { path: state.options.config, lastReloadFailure: state.lastReloadFailure ?? null };
+  if (!state.policy.ok) return { ...common, valid: false, error: state.policy.error };
+  return { ...common, valid: true, loadedAt: state.policyLoadedAt ?? null, warnings: currentWarnings(state.policy.policy, state.rtnl) };
+}
+
 function handleStatus(state: State, identity: Identity): Reply {
   const leases = state.leases.all().filter((lease) => identity.uid === 0 || lease.uid === identity.uid);
   return {
     version: PROTOCOL_VERSION, ok: true, op: 'status',
     pid: process.pid,
-    policy: state.policy.ok ? { path: state.options.config, valid: true, warnings: state.policy.policy.warnings } : { path: state.options.config, valid: false, error: state.policy.error },
+    policy: policyStatus(state),
     tun: state.tunProblem ? { ok: false, problem: state.tunProblem } : { ok: true },
     networks: state.policy.ok ? [...state.policy.policy.networks.values()].map(({ name, bridge }) => ({ name, bridge })) : [],
     leases,
@@ -132,7 +142,7 @@ function handleReload(state: State, identity: Identity): Reply {
   if (!result.ok) throw new RequestError(`The policy was not reloaded and the previous one stays in force: ${result.error}`, 'policy-error');
   return {
     version: PROTOCOL_VERSION, ok: true, op: 'reload', path: result.policy.path, networks: result.policy.networks.size,
-    rules: result.policy.rules.length, warnings: result.policy.warnings,
+    rules: result.policy.rules.length, warnings: currentWarnings(result.policy, state.rtnl),
   };
 }
 

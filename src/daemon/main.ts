@@ -14,7 +14,7 @@ import { closeFd } from '../sys/fd.js';
 import { createLogger, type Level } from './log.js';
 import { AuditLog } from './audit.js';
 import { LeaseTable } from './leases.js';
-import { loadPolicy, reloadPolicy } from './policy-store.js';
+import { currentWarnings, loadPolicy, reloadPolicy } from './policy-store.js';
 import { startServer } from './server.js';
 import { DEFAULT_DAEMON } from '../policy/types.js';
 import { watchLinks } from './link-watch.js';
@@ -55,12 +55,19 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (!policy.ok) logger.log('error', 'The policy is invalid; every request is denied until it is fixed and reloaded', { error: policy.error });
   const state: State = {
     options, policy, logger,
+    policyLoadedAt: policy.ok ? new Date().toISOString() : undefined,
+    lastReloadFailure: undefined,
     rtnl: new RtnlSocket(),
     leases: new LeaseTable(),
     audit: new AuditLog(policy.ok ? policy.policy.daemon.auditLog : undefined, logger),
     tunProblem: probeTun(),
   };
   if (state.tunProblem) logger.log('error', 'Taps cannot be created until this is fixed', { problem: state.tunProblem });
+  if (policy.ok) {
+    logger.log('info', 'Policy loaded', {
+      path: options.config, networks: policy.policy.networks.size, rules: policy.policy.rules.length, warnings: currentWarnings(policy.policy, state.rtnl),
+    });
+  }
 
   const stopWatching = watchLinks(
     (events) => {

@@ -12,6 +12,9 @@ const TOP_LEVEL_KEYS = ['daemon', 'networks', 'allow', 'deny', 'bridge_conf'];
 const DAEMON_KEYS = ['audit_log', 'requests_per_second', 'request_burst'];
 const NETWORK_KEYS = ['bridge'];
 const RULE_KEYS = ['name', 'users', 'groups', 'networks', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
+const LIMIT_KEYS = ['max_taps', 'max_queues', 'vhost', 'unfiltered'];
+/** The largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "no id" to setresuid(2) and chown(2). */
+const MAX_ID = 4294967294;
 const BRIDGE_CONF_KEYS = ['path', 'max_taps', 'max_queues', 'vhost', 'unfiltered'];
 
 /** A policy file that cannot be used; `problems` holds each FILE:LINE: message. */
@@ -72,6 +75,35 @@ class Checker {
       return [];
     }
     return value as string[];
+  }
+
+  warning(line: number | undefined, message: string): void {
+    this.warnings.push(`${this.at(line)}: ${message}`);
+  }
+
+  /**
+   * Reads `users` or `groups`: names, or uids/gids written as strings ("1001") or TOML integers
+   * (1001). Integers become decimal strings, the form the decision function compares.
+   */
+  idList(value: unknown, where: string, line: number | undefined, example: string): string[] {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) {
+      this.error(line, `${where} must be a list of names or numeric ids, like ${example}; got ${JSON.stringify(value)}`);
+      return [];
+    }
+    const ids: string[] = [];
+    for (const item of value as unknown[]) {
+      if (typeof item === 'string' && item.length > 0) {
+        ids.push(item);
+      } else if (typeof item === 'number' && Number.isInteger(item) && item >= 0 && item <= MAX_ID) {
+        ids.push(String(item));
+      } else if (typeof item === 'number') {
+        this.error(line, `${where} contains ${item}, which is not a valid id: write an integer from 0 to ${MAX_ID}, or a name in quotes`);
+      } else {
+        this.error(line, `${where} contains ${JSON.stringify(item)}: each entry must be a non-empty name or a numeric id, like ${example}`);
+      }
+    }
+    return ids;
   }
 
   integer(value: unknown, where: string, line: number | undefined, min: number, max: number, fallback: number): number {
@@ -161,11 +193,17 @@ function parseRules(checker: Checker, kind: 'allow' | 'deny', value: unknown, li
     const record = checker.table(entry, where, line, RULE_KEYS);
     if (!record) return [];
     const label = record.name === undefined ? undefined : String(record.name);
-    const users = checker.stringList(record.users, `${where} users`, line);
-    const groups = checker.stringList(record.groups, `${where} groups`, line);
+    const problemsBefore = checker.problems.length;
+    const users = checker.idList(record.users, `${where} users`, line, '["alice", 1001]');
+    const groups = checker.idList(record.groups, `${where} groups`, line, '["kvm", 27]');
+    const badIds = checker.problems.length > problemsBefore;
     const ruleNetworks = checker.stringList(record.networks, `${where} networks`, line);
-    if (users.length === 0 && groups.length === 0) checker.error(line, `${where} needs users = [...] or groups = [...]; use groups = ["*"] for everyone`);
+    if (users.length === 0 && groups.length === 0 && !badIds) checker.error(line, `${where} needs users = [...] or groups = [...]; use groups = ["*"] for everyone`);
     if (ruleNetworks.length === 0) checker.error(line, `${where} needs networks = [...]; use ["*"] for every network`);
+    const ignored = LIMIT_KEYS.filter((key) => key in record);
+    if (kind === 'deny' && ignored.length > 0) {
+      checker.warning(line, `${where} sets ${ignored.join(', ')}, which ${ignored.length === 1 ? 'has' : 'have'} no effect on a deny rule; limits apply only to [[allow]] rules, so remove ${ignored.length === 1 ? 'it' : 'them'} here`);
+    }
     for (const name of ruleNetworks) {
       if (name !== '*' && !networks.has(name)) checker.error(line, `${where} names network "${name}", which no [networks.${name}] table defines`);
     }

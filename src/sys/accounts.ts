@@ -112,3 +112,19 @@ export function loginGroups(user: string, gid: number): number[] {
     capacity = Math.max(capacity * 2, count[0]);
   }
 }
+
+/**
+ * Returns look-ups that tell whether a user or group name exists. A failed look-up (an
+ * unreachable LDAP server, say) counts as existing, because it proves nothing about the name.
+ */
+export function nssNameLookups(): { userExists(name: string): boolean; groupExists(name: string): boolean } {
+  const exists = (find: (name: string) => unknown) => (name: string): boolean => {
+    try {
+      return find(name) !== undefined;
+    } catch (error) {
+      if (error instanceof SystemError) return true;
+      throw error;
+    }
+  };
+  return { userExists: exists(userByName), groupExists: exists(groupByName) };
+}

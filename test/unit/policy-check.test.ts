@@ -21,7 +21,7 @@ function policyCheck(text: string | undefined, name = 'tapgate.toml') {
 }
 
 test('policy check accepts valid file', () => {
-  const result = policyCheck('[networks.lab]\nbridge = "br-lab"\n[[allow]]\ngroups = ["kvm"]\nnetworks = ["lab"]\n', 'valid.toml');
+  const result = policyCheck('[networks.lab]\nbridge = "br-lab"\n[[allow]]\ngroups = ["root"]\nnetworks = ["lab"]\n', 'valid.toml');
   assert.equal(result.status, 0, result.stderr);
   assert.equal(result.stdout, `${result.path}: valid: 1 network, 1 rule, 0 warnings\n`);
   assert.equal(result.stderr, '');

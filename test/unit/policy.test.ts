@@ -175,7 +175,7 @@ test('parsePolicy rejects values of the wrong type', () => {
   const problems = problemsOf(`${NETWORKS}\n[[allow]]\nusers = "alice"\ngroups = ["kvm"]\nnetworks = ["lab"]\nmax_taps = "x"\nmax_queues = 0\nvhost = 1\n`);
   assert.equal(problems.length, 4);
   for (const problem of problems) assert.ok(problem.startsWith(`${PATH}:8: `), problem);
-  assert.match(problems[0], /users must be a list of non-empty strings/);
+  assert.match(problems[0], /users must be a list of names or numeric ids/);
   assert.match(problems[1], /max_taps must be an integer from 0 to 65536, got "x"/);
   assert.match(problems[2], /max_queues must be an integer from 1 to 256, got 0/);
   assert.match(problems[3], /vhost must be true or false, got 1/);
