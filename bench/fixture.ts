@@ -1,0 +1,130 @@
+// Setup shared by the benchmarks: cleanup registration and the worker processes that take
+// measurements, either as a test user or as root inside a benchmark's network namespace.
+//
+// Every benchmark creates its own namespace, users and daemon through test/support and
+// registers their removal here, so an interrupted run (SIGINT, SIGTERM, an exception) still
+// removes them.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { userReadableRoot } from '../test/support/env.js';
+
+type CleanupStep = () => void | Promise<void>;
+
+const activeCleanups = new Set<Cleanup>();
+
+/** A stack of removal steps that runs in reverse order, once, even when a step fails. */
+export class Cleanup {
+  private readonly steps: { label: string; step: CleanupStep }[] = [];
+
+  constructor() {
+    activeCleanups.add(this);
+  }
+
+  add(label: string, step: CleanupStep): void {
+    this.steps.push({ label, step });
+  }
+
+  async run(): Promise<void> {
+    activeCleanups.delete(this);
+    for (const { label, step } of this.steps.splice(0).reverse()) {
+      try {
+        await step();
+      } catch (error) {
+        process.stderr.write(`bench: cleanup step "${label}" failed: ${error instanceof Error ? error.message : String(error)}\n`);
+      }
+    }
+  }
+}
+
+/** Runs every cleanup that has not run yet; used on SIGINT and SIGTERM. */
+export async function runActiveCleanups(): Promise<void> {
+  for (const cleanup of [...activeCleanups]) await cleanup.run();
+}
+
+/** Creates a temporary directory that other users can traverse and registers its removal. */
+export function temporaryDirectory(cleanup: Cleanup, prefix: string): string {
+  const directory = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  chmodSync(directory, 0o755);
+  cleanup.add(`remove ${directory}`, () => rmSync(directory, { recursive: true, force: true }));
+  return directory;
+}
+
+export interface WorkerPlacement {
+  /** Network namespace to run in (as root, in a private mount namespace); none runs in the caller's. */
+  namespace?: string;
+  /** Run as this user instead of root. */
+  user?: { uid: number; gid: number };
+  /** The worker and everything it started are killed after this long. */
+  timeoutMs: number;
+}
+
+/** The compiled worker script, under a root that test users can read. */
+export function workerScript(): string {
+  return join(userReadableRoot(), 'dist', 'bench', 'worker.js');
+}
+
+/**
+ * Runs bench/worker.ts with one task and resolves with the JSON object it prints last.
+ * The worker runs in its own process group, which is killed on timeout, so helpers and guests
+ * it started cannot outlive it.
+ * @throws Error with the worker's stderr when it fails, times out or prints no result.
+ */
+export function runWorker<T>(task: { kind: string }, placement: WorkerPlacement): Promise<T> {
+  const command = [process.execPath, workerScript(), JSON.stringify(task)];
+  if (placement.namespace !== undefined) {
+    // ip netns exec already enters a new mount namespace; unshare makes it private, so the
+    // worker's mounts (the /etc overlay for qemu-bridge-helper) cannot reach the host.
+    command.unshift('ip', 'netns', 'exec', placement.namespace, 'unshare', '--mount', '--propagation', 'private', '--');
+  }
+  const child = spawn(command[0], command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+    uid: placement.user?.uid,
+    gid: placement.user?.gid,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('utf8'); });
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8'); });
+
+  return new Promise<T>((resolve, reject) => {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, placement.timeoutMs);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(new Error(`Starting the ${task.kind} worker failed: ${error.message}`));
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const lines = stdout.trim().split('\n');
+      const last = lines[lines.length - 1] ?? '';
+      if (timedOut) {
+        reject(new Error(`The ${task.kind} worker timed out after ${placement.timeoutMs} ms and was killed:\n${stderr}`));
+      } else if (code !== 0) {
+        reject(new Error(`The ${task.kind} worker failed (exit ${code ?? signal}):\n${stderr}${stdout}`));
+      } else {
+        try {
+          resolve(JSON.parse(last) as T);
+        } catch {
+          reject(new Error(`The ${task.kind} worker printed no JSON result:\n${stdout}\n${stderr}`));
+        }
+      }
+    });
+  });
+}
+
+/** Sends SIGKILL to the process group led by `pid`; a group that is already gone is ignored. */
+export function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}

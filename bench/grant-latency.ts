@@ -1,0 +1,200 @@
+// Benchmark 1: grant latency, from request to usable tap descriptor.
+//
+// Three ways to get a tap on the same bridge, measured in one run:
+//   library             openTap() from the client library, in one long-lived process
+//   tapgate-helper      bin/tapgate-helper started per tap, as QEMU starts a bridge helper
+//   qemu-bridge-helper  Debian's helper, started the same way as root (the reference)
+// Helper runs alternate between the two helpers, so drift on the machine affects both alike.
+// A fourth series, kernelOnly, issues the kernel calls of one grant directly from a root
+// process: the share of a grant that no daemon code can remove.
+
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Namespace } from '../test/support/netns.js';
+import { createUser, removeUser, type TestUser } from '../test/support/users.js';
+import { startDaemon } from '../test/support/daemon.js';
+import { userReadableRoot } from '../test/support/env.js';
+import { openTap } from '../src/client/client.js';
+import { closeAll } from '../src/sys/fd.js';
+import { createTap } from '../src/sys/tun.js';
+import { RtnlSocket } from '../src/sys/rtnl.js';
+import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
+import { Cleanup, runWorker, temporaryDirectory } from './fixture.js';
+import { helperPath, runHelperOnce, type HelperCommand } from './helper-spawn.js';
+import { elapsedMs, summarize, type Summary } from './stats.js';
+
+const BRIDGE = 'tgbg0';
+const NETWORK = 'bench';
+
+export interface GrantLatencyResult {
+  status: 'measured';
+  grantsPerSeries: number;
+  warmupPerSeries: number;
+  /** Latency to a usable descriptor, per way of getting a tap (ms). */
+  series: { library: Summary; tapgateHelper: Summary; qemuBridgeHelper: Summary };
+  /** Time of a grant's kernel calls alone, without the daemon (ms). */
+  kernelOnly: Summary;
+  /** Latency to the descriptor's arrival, before the helper exits (ms). */
+  helperFdArrival: { tapgateHelper: Summary; qemuBridgeHelper: Summary };
+  /** p50 of the reference divided by p50 of each tapgate path: how many times faster tapgate is. */
+  speedupOverReference: { library: number; tapgateHelper: number };
+}
+
+export interface LibraryGrantTask {
+  kind: 'library-grants';
+  socket: string;
+  network: string;
+  count: number;
+  warmup: number;
+}
+
+export interface KernelGrantTask {
+  kind: 'kernel-grants';
+  bridge: string;
+  count: number;
+  warmup: number;
+}
+
+export interface HelperGrantTask {
+  kind: 'helper-grants';
+  bridge: string;
+  aclDirectory: string;
+  hostMountNamespace: string;
+  helpers: Record<string, HelperCommand>;
+  count: number;
+  warmup: number;
+}
+
+/** Worker side: times `count` openTap calls after `warmup` untimed ones, closing each tap at once. */
+export function measureLibraryGrants(task: LibraryGrantTask): { samplesMs: number[] } {
+  const samplesMs: number[] = [];
+  for (let index = 0; index < task.warmup + task.count; index++) {
+    const start = process.hrtime.bigint();
+    const { fds } = openTap({ network: task.network, socketPath: task.socket, vnetHdr: true });
+    const elapsed = elapsedMs(start);
+    closeAll(fds);
+    if (index >= task.warmup) samplesMs.push(elapsed);
+  }
+  return { samplesMs };
+}
+
+/**
+ * Performs the kernel calls that the daemon makes for one grant (src/daemon/grant.ts): look
+ * up the bridge, create the tap (TUNSETIFF, TUNSETOWNER), look the tap up, set MTU, MAC and
+ * alias, then attach it to the bridge and bring it up. Returns the tap's descriptors.
+ */
+function grantKernelCalls(rtnl: RtnlSocket, bridgeName: string): number[] {
+  const bridge = rtnl.getLinkByName(bridgeName);
+  if (!bridge) throw new Error(`Bridge ${bridgeName} does not exist`);
+  const name = `tgk${randomBytes(4).toString('hex')}`;
+  const { fds } = createTap({ name, queues: 1, vnetHdr: true });
+  try {
+    const link = rtnl.getLinkByName(name);
+    if (!link) throw new Error(`Tap ${name} vanished after TUNSETIFF`);
+    rtnl.setLink(link.index, { mtu: bridge.mtu ?? 1500, address: 'fe:ff:ff:ff:ff:ff', alias: `tapgate benchmark ${name}` }, name);
+    rtnl.setLink(link.index, { master: bridge.index, up: true }, name);
+    return fds;
+  } catch (error) {
+    closeAll(fds);
+    throw error;
+  }
+}
+
+/** Worker side (root, inside the namespace): times the kernel calls of `count` grants. */
+export function measureKernelGrants(task: KernelGrantTask): { samplesMs: number[] } {
+  const rtnl = new RtnlSocket();
+  const samplesMs: number[] = [];
+  try {
+    for (let index = 0; index < task.warmup + task.count; index++) {
+      const start = process.hrtime.bigint();
+      const fds = grantKernelCalls(rtnl, task.bridge);
+      const elapsed = elapsedMs(start);
+      closeAll(fds);
+      if (index >= task.warmup) samplesMs.push(elapsed);
+    }
+  } finally {
+    rtnl.close();
+  }
+  return { samplesMs };
+}
+
+/** Worker side: runs each helper `count` times, alternating between them. */
+export async function measureHelperGrants(task: HelperGrantTask): Promise<Record<string, { fdMs: number[]; usableMs: number[] }>> {
+  installBridgeAcl(task.aclDirectory, [task.bridge], task.hostMountNamespace);
+  const results: Record<string, { fdMs: number[]; usableMs: number[] }> = {};
+  for (const name of Object.keys(task.helpers)) results[name] = { fdMs: [], usableMs: [] };
+  for (let index = 0; index < task.warmup + task.count; index++) {
+    for (const [name, helper] of Object.entries(task.helpers)) {
+      const sample = await runHelperOnce(helper, task.bridge);
+      if (index < task.warmup) continue;
+      results[name].fdMs.push(sample.fdMs);
+      results[name].usableMs.push(sample.usableMs);
+    }
+  }
+  return results;
+}
+
+function policy(user: TestUser): string {
+  return `
+[daemon]
+audit_log = "AUDIT_LOG"
+
+[networks.${NETWORK}]
+bridge = "${BRIDGE}"
+
+[[allow]]
+name = "benchmark user"
+users = ["${user.name}"]
+networks = ["${NETWORK}"]
+max_taps = 64
+`;
+}
+
+/** Runs the grant latency benchmark with `count` timed grants per series. */
+export async function runGrantLatency(count: number, warmup: number): Promise<GrantLatencyResult> {
+  const cleanup = new Cleanup();
+  try {
+    const namespace = new Namespace('tgbench-grant');
+    cleanup.add('remove namespace', () => namespace.destroy());
+    namespace.addBridge(BRIDGE, { cidr: '10.77.0.1/24' });
+    const user = createUser('tgbu');
+    cleanup.add('remove user', () => removeUser(user));
+    const daemon = await startDaemon(namespace, policy(user));
+    cleanup.add('stop daemon', () => daemon.stop());
+    const asUser = { uid: user.uid, gid: user.gid };
+
+    const libraryTask: LibraryGrantTask = { kind: 'library-grants', socket: daemon.socket, network: NETWORK, count, warmup };
+    const library = await runWorker<{ samplesMs: number[] }>(libraryTask, { user: asUser, timeoutMs: 60_000 + count * 100 });
+
+    const kernelTask: KernelGrantTask = { kind: 'kernel-grants', bridge: BRIDGE, count, warmup };
+    const kernel = await runWorker<{ samplesMs: number[] }>(kernelTask, { namespace: namespace.name, timeoutMs: 60_000 + count * 100 });
+
+    const env = { PATH: helperPath() };
+    const helpers: Record<string, HelperCommand> = {
+      tapgateHelper: { path: join(userReadableRoot(), 'bin', 'tapgate-helper'), env: { ...env, TAPGATE_SOCKET: daemon.socket }, user: asUser },
+      qemuBridgeHelper: { path: BRIDGE_HELPER, env },
+    };
+    const helperTask: HelperGrantTask = { kind: 'helper-grants', bridge: BRIDGE, aclDirectory: temporaryDirectory(cleanup, 'tgbench-acl'), hostMountNamespace: mountNamespace(), helpers, count, warmup };
+    const spawned = await runWorker<Record<string, { fdMs: number[]; usableMs: number[] }>>(helperTask, { namespace: namespace.name, timeoutMs: 60_000 + count * 1000 });
+
+    const series = {
+      library: summarize(library.samplesMs),
+      tapgateHelper: summarize(spawned.tapgateHelper.usableMs),
+      qemuBridgeHelper: summarize(spawned.qemuBridgeHelper.usableMs),
+    };
+    return {
+      status: 'measured',
+      grantsPerSeries: count,
+      warmupPerSeries: warmup,
+      series,
+      kernelOnly: summarize(kernel.samplesMs),
+      helperFdArrival: { tapgateHelper: summarize(spawned.tapgateHelper.fdMs), qemuBridgeHelper: summarize(spawned.qemuBridgeHelper.fdMs) },
+      speedupOverReference: {
+        library: series.qemuBridgeHelper.p50 / series.library.p50,
+        tapgateHelper: series.qemuBridgeHelper.p50 / series.tapgateHelper.p50,
+      },
+    };
+  } finally {
+    await cleanup.run();
+  }
+}
