@@ -79,7 +79,7 @@ export function runHelper(argv: readonly string[]): number {
 
   let fds: number[] = [];
   try {
-    fds = openTap({ network: parsed.bridge, vnetHdr: parsed.useVnet }).fds;
+    fds = openTap({ network: parsed.bridge, vnetHdr: parsed.useVnet, macChosenByVmm: true }).fds;
     // QEMU's receiving side reads a one-byte message carrying the descriptor.
     sendWithFds(parsed.fd, Buffer.from([0]), fds);
     return 0;

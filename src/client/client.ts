@@ -78,6 +78,7 @@ export interface OpenTapOptions {
   queues?: number;
   vnetHdr?: boolean;
   mac?: string;
+  macChosenByVmm?: boolean;
   socketPath?: string;
   timeoutMs?: number;
 }
@@ -90,6 +91,7 @@ export interface OpenTapOptions {
 export function openTap(options: OpenTapOptions): { grant: TapGrant; fds: number[] } {
   const message: Record<string, unknown> = { op: 'open-tap', network: options.network, queues: options.queues ?? 1, vnetHdr: options.vnetHdr ?? false };
   if (options.mac) message.mac = options.mac;
+  if (options.macChosenByVmm) message.macChosenByVmm = true;
   const { reply, fds } = call(message, options.socketPath, options.timeoutMs);
   if (!reply.ok) {
     closeAll(fds);

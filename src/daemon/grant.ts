@@ -13,7 +13,7 @@ import { describeIdentity, type Decision } from '../policy/decide.js';
 import { decideRequest } from '../policy/bridge-conf-decide.js';
 import { BridgeConfError } from '../policy/bridge-conf.js';
 import { describeRule, type Identity, type Network, type Policy } from '../policy/types.js';
-import { RequestError, type OpenTapRequest, type TapGrant } from '../protocol/messages.js';
+import { RequestError, UNKNOWN_MAC, type OpenTapRequest, type TapGrant } from '../protocol/messages.js';
 import { encodeAlias, type Lease, type LeaseTable } from './leases.js';
 
 /**
@@ -241,7 +241,7 @@ export function grantTap(context: GrantContext, identity: Identity, request: Ope
   try {
     const link = context.rtnl.getLinkByName(created.name);
     if (!link) throw new SystemError('RTM_GETLINK', `tap ${created.name}`, 19 /* ENODEV */);
-    const mac = request.mac ?? randomMac();
+    const mac = request.mac ?? (request.macChosenByVmm ? UNKNOWN_MAC : randomMac());
     attachTap(context, { name: created.name, ifindex: link.index }, bridge, network, encodeAlias({ uid: identity.uid, network: network.name, id: created.id, mac, queues: request.queues }));
     const lease: Lease = {
       id: created.id, tap: created.name, ifindex: link.index, uid: identity.uid, network: network.name,

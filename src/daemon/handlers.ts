@@ -3,7 +3,7 @@
 import { SystemError } from '../sys/errors.js';
 import { tunFeatures, TUN_PATH } from '../sys/tun.js';
 import type { RtnlSocket } from '../sys/rtnl.js';
-import { PROTOCOL_VERSION, RequestError, parseRequest, type ErrorCode, type OpenTapRequest, type Reply } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, RequestError, UNKNOWN_MAC, parseRequest, type ErrorCode, type OpenTapRequest, type Reply } from '../protocol/messages.js';
 import type { Identity } from '../policy/types.js';
 import type { Logger } from './log.js';
 import type { AuditLog } from './audit.js';
@@ -72,7 +72,7 @@ export function endLease(state: State, ifindex: number, reason: string): void {
   if (!lease) return;
   state.audit.record({
     event: 'lease-end', uid: lease.uid, user: userName(lease.uid) ?? null, pid: lease.pid, request: null, decision: 'ended', rule: null, reason,
-    network: lease.network, bridge: lease.bridge, tap: lease.tap, mac: lease.mac, lease: lease.id,
+    network: lease.network, bridge: lease.bridge, tap: lease.tap, mac: lease.mac === UNKNOWN_MAC ? null : lease.mac, lease: lease.id,
   });
 }
 
@@ -100,7 +100,7 @@ function handleOpenTap(state: State, identity: Identity, request: OpenTapRequest
     const result = grantTap(grantContext(state), identity, request);
     state.audit.record({
       ...base, decision: 'granted', rule: result.rule, reason: result.reason, network: result.grant.network,
-      bridge: result.grant.bridge, tap: result.grant.name, mac: result.grant.mac, lease: result.grant.lease,
+      bridge: result.grant.bridge, tap: result.grant.name, mac: result.grant.mac === UNKNOWN_MAC ? null : result.grant.mac, lease: result.grant.lease,
     });
     return { reply: { version: PROTOCOL_VERSION, ok: true, op: 'open-tap', tap: result.grant }, fds: result.fds };
   } catch (error) {

@@ -3,6 +3,8 @@
 import { interfaceNameProblem } from './names.js';
 
 export const PROTOCOL_VERSION = 1;
+/** The recorded guest MAC when QEMU, not the daemon, chooses it (the bridge-helper path). */
+export const UNKNOWN_MAC = 'unknown';
 /** The kernel's limit on queues per tap (MAX_TAP_QUEUES in include/linux/if_tun.h is 256). */
 export const MAX_QUEUES = 256;
 
@@ -15,6 +17,8 @@ export interface OpenTapRequest {
   vnetHdr: boolean;
   /** The guest's MAC address; the daemon picks one when absent. */
   mac?: string;
+  /** Set by the bridge helper: QEMU picks the guest MAC, so the daemon records it as unknown. */
+  macChosenByVmm?: boolean;
 }
 
 export interface StatusRequest {
@@ -52,7 +56,7 @@ export interface TapGrant {
   network: string;
   bridge: string;
   mtu: number;
-  /** MAC address for the guest's NIC. */
+  /** MAC address for the guest's NIC, or UNKNOWN_MAC when the VMM chooses it. */
   mac: string;
   vnetHdr: boolean;
   queues: number;
@@ -108,7 +112,7 @@ export function macProblem(mac: string): string | undefined {
 }
 
 const ALLOWED_FIELDS: Record<Request['op'], readonly string[]> = {
-  'open-tap': ['version', 'op', 'network', 'queues', 'vnetHdr', 'mac'],
+  'open-tap': ['version', 'op', 'network', 'queues', 'vnetHdr', 'mac', 'macChosenByVmm'],
   status: ['version', 'op'],
   check: ['version', 'op', 'network', 'user'],
   diagnose: ['version', 'op', 'network'],
@@ -179,6 +183,11 @@ export function parseRequest(body: Buffer): Request {
     const problem = typeof fields.mac === 'string' ? macProblem(fields.mac) : 'must be a string';
     if (problem) throw new RequestError(`Invalid MAC address ${JSON.stringify(fields.mac)}: ${problem}`);
     request.mac = fields.mac as string;
+  }
+  if (fields.macChosenByVmm !== undefined) {
+    if (typeof fields.macChosenByVmm !== 'boolean') throw new RequestError('Field "macChosenByVmm" must be true or false');
+    if (fields.macChosenByVmm && request.mac !== undefined) throw new RequestError('Fields "mac" and "macChosenByVmm" exclude each other');
+    if (fields.macChosenByVmm) request.macChosenByVmm = true;
   }
   return request;
 }

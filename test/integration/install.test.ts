@@ -69,7 +69,7 @@ describe('installed helper', { skip: privilegedSkipReason() }, () => {
     assert.equal(capabilities.stdout.trim(), '', 'no file capabilities');
   });
 
-  test('helper works installed, copied and symlinked', () => {
+  test('helper works installed, copied and symlinked', async () => {
     const installed = join(prefix, 'usr', 'libexec', 'tapgate-helper');
     const copied = join(prefix, 'elsewhere', 'qemu-bridge-helper');
     const linked = join(prefix, 'linked-helper');
@@ -81,6 +81,12 @@ describe('installed helper', { skip: privilegedSkipReason() }, () => {
       assert.equal(result.fds, 1, helper);
       assert.equal(result.stderr, '', `${helper} prints nothing on success`);
     }
+    // QEMU picks the guest MAC on the helper path, so the daemon must not claim one. The
+    // daemon's log arrives over a pipe that spawnSync kept this process from reading.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const grants = daemon.output().split('\n').filter((line) => line.includes('"decision":"granted"'));
+    assert.equal(grants.length, 3);
+    for (const line of grants) assert.equal(JSON.parse(line).audit.mac, null, line);
   });
 
   test('copied wrapper keeps absolute paths', () => {
