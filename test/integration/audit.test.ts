@@ -5,11 +5,11 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { privilegedSkipReason, tapgateScript } from '../support/env.js';
 import { Namespace } from '../support/netns.js';
 import { createUser, removeUser, runAs, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
+import { waitForValue } from '../support/wait.js';
 
 const skip = privilegedSkipReason();
 
@@ -18,16 +18,6 @@ const SCHEMA = ['time', 'event', 'uid', 'user', 'pid', 'request', 'decision', 'r
 /** Runs `tapgate ARGS` as root (the test process) and returns its result. */
 function tapgateAsRoot(args: string[], env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [tapgateScript(), ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 });
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 describe('audit log', { skip }, () => {
@@ -83,7 +73,7 @@ max_taps = 1
     assert.equal(unknown.status, 1);
     const missingBridge = run(allowed, daemon.socket, 'gone');
     assert.equal(missingBridge.status, 1);
-    await waitFor('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end'));
+    await waitForValue('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end'));
 
     const lines = readFileSync(daemon.auditLog, 'utf8').trim().split('\n');
     assert.equal(lines.length, 5);
@@ -135,7 +125,7 @@ max_taps = 1
     const { allowed, stranger, daemon } = await setUp();
     assert.equal(run(allowed, daemon.socket, 'lab').status, 0);
     assert.equal(run(stranger, daemon.socket, 'lab').status, 1);
-    await waitFor('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end'));
+    await waitForValue('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end'));
 
     const table = tapgateAsRoot(['audit', '--file', daemon.auditLog]);
     assert.equal(table.status, 0, table.stderr);

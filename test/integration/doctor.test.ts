@@ -19,6 +19,7 @@ import { findForwardBlocks, parseIptablesRules, parseNftRuleset } from '../../sr
 import { classifyTunFailure, exitStatus, type Finding, type Fix } from '../../src/cli/doctor-checks.js';
 import type { DoctorReport } from '../../src/cli/doctor.js';
 import type { TunFacts } from '../../src/protocol/diagnose.js';
+import { waitUntil } from '../support/wait.js';
 
 const SYSCTL = 'net.bridge.bridge-nf-call-iptables';
 const SYSCTL_PATH = '/proc/sys/net/bridge/bridge-nf-call-iptables';
@@ -83,15 +84,6 @@ function shellInMountNamespaceOf(pid: number): (command: string) => void {
   };
 }
 
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (condition()) return true;
-    await sleep(50);
-  }
-  return condition();
-}
-
 /** Stops a daemon quickly: SIGKILL first, because a daemon blocked in its link-event read ignores SIGTERM for a while. */
 async function stopDaemon(daemon: DaemonHandle | undefined): Promise<void> {
   if (!daemon) return;
@@ -104,7 +96,7 @@ async function startDaemonAt(ns: Namespace, config: string, socket: string): Pro
   const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, tapgateScript(), 'daemon', '--config', config, '--socket', socket], { stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   child.stderr!.on('data', (chunk) => { output += chunk; });
-  const started = await waitFor(() => output.includes('"Daemon started"') || child.exitCode !== null, 15_000);
+  const started = await waitUntil(() => output.includes('"Daemon started"') || child.exitCode !== null, 15_000);
   if (!started || child.exitCode !== null) {
     child.kill('SIGKILL');
     throw new Error(`The daemon did not start:\n${output}`);
@@ -123,7 +115,7 @@ async function reloadPolicy(daemon: DaemonHandle, apply: () => void): Promise<vo
   const count = (): number => daemon.output().split('"Policy reload').length;
   const before = count();
   apply();
-  assert.ok(await waitFor(() => count() > before, 5000), `the daemon did not reload its policy:\n${daemon.output()}`);
+  assert.ok(await waitUntil(() => count() > before, 5000), `the daemon did not reload its policy:\n${daemon.output()}`);
 }
 
 const allowPolicy = (user: TestUser, bridge: string, extra = '') => `
@@ -262,7 +254,7 @@ describe('tapgate doctor', { skip: privilegedSkipReason() }, () => {
 
       // The first fix: stop the VM, which closes the tap's descriptor.
       await held.release();
-      assert.ok(await waitFor(() => scene.ns.ports('brquota').length === 0, 5000), 'the held tap did not go away');
+      assert.ok(await waitUntil(() => scene.ns.ports('brquota').length === 0, 5000), 'the held tap did not go away');
       let after = runDoctor(scene.user, scene.daemon.socket);
       for (let attempt = 0; attempt < 20 && after.status !== 0; attempt++) {
         await sleep(100);
@@ -318,7 +310,7 @@ describe('tapgate doctor', { skip: privilegedSkipReason() }, () => {
     try {
       // A daemon killed with SIGKILL leaves its socket file behind: connect gives ECONNREFUSED.
       daemon.process.kill('SIGKILL');
-      assert.ok(await waitFor(() => daemon.process.exitCode !== null || daemon.process.signalCode !== null, 5000));
+      assert.ok(await waitUntil(() => daemon.process.exitCode !== null || daemon.process.signalCode !== null, 5000));
       const refused = runDoctor(user, daemon.socket);
       assert.equal(refused.status, 1, refused.text);
       const refusedFinding = problem(refused, 'daemon');
@@ -331,7 +323,7 @@ describe('tapgate doctor', { skip: privilegedSkipReason() }, () => {
 
       // A daemon stopped with SIGTERM removes its socket: connect gives ENOENT.
       restarted.kill('SIGTERM');
-      assert.ok(await waitFor(() => !existsSync(daemon.socket), 5000), 'the daemon did not remove its socket');
+      assert.ok(await waitUntil(() => !existsSync(daemon.socket), 5000), 'the daemon did not remove its socket');
       await killProcess(restarted);
       const missing = runDoctor(user, daemon.socket);
       assert.equal(missing.status, 1, missing.text);
@@ -477,7 +469,7 @@ describe('tapgate doctor and br_netfilter', { skip: brNetfilterSkipReason() }, (
     const { ns, user, daemon } = pair.scene;
     try {
       run(ns, 'sysctl', ['-w', `${SYSCTL}=1`]);
-      assert.ok(await waitFor(pair.reachable, 5000), 'no traffic across the bridge before the firewall');
+      assert.ok(await waitUntil(pair.reachable, 5000), 'no traffic across the bridge before the firewall');
       run(ns, 'nft', ['add', 'table', 'ip', 'filter']);
       run(ns, 'nft', ['add', 'chain', 'ip', 'filter', 'forward', '{ type filter hook forward priority 0; policy drop; }']);
       assert.equal(pair.reachable(), false);
@@ -516,7 +508,7 @@ describe('tapgate doctor and br_netfilter', { skip: brNetfilterSkipReason() }, (
       run(ns, 'sysctl', ['-w', `${SYSCTL}=0`]);
       run(ns, 'nft', ['add', 'table', 'ip', 'filter']);
       run(ns, 'nft', ['add', 'chain', 'ip', 'filter', 'forward', '{ type filter hook forward priority 0; policy drop; }']);
-      assert.ok(await waitFor(pair.reachable, 5000), 'traffic dropped although the sysctl is 0');
+      assert.ok(await waitUntil(pair.reachable, 5000), 'traffic dropped although the sysctl is 0');
       assert.equal(runDoctor(user, daemon.socket).status, 0);
 
       ns.ip('link', 'set', 'brnf', 'type', 'bridge', 'nf_call_iptables', '1');

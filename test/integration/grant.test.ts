@@ -4,13 +4,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { privilegedSkipReason } from '../support/env.js';
 import { Namespace } from '../support/netns.js';
 import { createUser, removeUser, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
 import { holdTap, probe } from '../support/probe.js';
 import { call } from '../../src/client/client.js';
+import { waitUntil } from '../support/wait.js';
 
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
@@ -40,15 +40,6 @@ networks = ["lab", "jumbo", "small", "huge"]
 max_taps = 8
 max_queues = 4
 `;
-
-async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await sleep(20);
-  }
-  return check();
-}
 
 describe('open-tap', { skip: privilegedSkipReason() }, () => {
   let ns: Namespace;
@@ -133,7 +124,7 @@ describe('open-tap', { skip: privilegedSkipReason() }, () => {
     const name = held.report.grant!.name;
     assert.ok(ns.links().includes(name));
     await held.release();
-    assert.equal(await waitFor(() => !ns.links().includes(name), 2000), true, `${name} still exists`);
+    assert.equal(await waitUntil(() => !ns.links().includes(name), 2000), true, `${name} still exists`);
   });
 
   test('user without a rule is refused', () => {

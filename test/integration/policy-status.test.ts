@@ -5,24 +5,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { privilegedSkipReason, tapgateScript } from '../support/env.js';
 import { Namespace } from '../support/netns.js';
 import { addToGroup, createGroup, createUser, removeGroup, removeUser, runAs, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
+import { waitForOutput } from '../support/wait.js';
 
 const skip = privilegedSkipReason();
 
 function tapgateAsRoot(args: string[], socket: string) {
   return spawnSync(process.execPath, [tapgateScript(), ...args], { encoding: 'utf8', env: { ...process.env, TAPGATE_SOCKET: socket }, timeout: 30_000 });
-}
-
-async function waitForOutput(daemon: DaemonHandle, text: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!daemon.output().includes(text)) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${JSON.stringify(text)} in the daemon log:\n${daemon.output()}`);
-    await sleep(10);
-  }
 }
 
 interface StatusPolicy {

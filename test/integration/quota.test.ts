@@ -13,6 +13,7 @@ import { REPO_ROOT, privilegedSkipReason, tapgateScript, userReadableRoot } from
 import { Namespace } from '../support/netns.js';
 import { createUser, removeUser, runAs, spawnAs, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
+import { waitForValue } from '../support/wait.js';
 
 const skip = privilegedSkipReason();
 const spawned = new Set<ChildProcess>();
@@ -33,16 +34,6 @@ async function killSpawned(): Promise<void> {
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 interface TapLink { ifname: string; ifalias?: string; master?: string }
@@ -71,12 +62,12 @@ async function startVm(user: TestUser, socket: string, network: string): Promise
   spawned.add(child);
   let stderr = '';
   child.stderr!.on('data', (chunk) => { stderr += chunk; });
-  const outcome = await waitFor(`tapgate run on ${network} to get a tap or exit`, (): { tap: string } | { status: number } | undefined => {
+  const outcome = await waitForValue(`tapgate run on ${network} to get a tap or exit`, (): { tap: string } | { status: number } | undefined => {
     const match = /tapgate: tap (tg[0-9a-f]{8}) on network/.exec(stderr);
     if (match) return { tap: match[1] };
     if (child.exitCode !== null) return { status: child.exitCode };
     return undefined;
-  });
+  }, 15_000);
   if ('tap' in outcome) return { granted: true, vm: { process: child, tap: outcome.tap } };
   await exited(child);
   return { granted: false, status: outcome.status, stderr };
@@ -97,10 +88,10 @@ async function stopVm(vm: Vm): Promise<void> {
 /** Returns the pid of the launcher's child, the process that holds the tap, once it has started. */
 async function vmPid(vm: Vm): Promise<number> {
   const pid = vm.process.pid!;
-  const children = await waitFor(`launcher ${pid} to start its child`, () => {
+  const children = await waitForValue(`launcher ${pid} to start its child`, () => {
     const listed = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
     return listed.length > 0 ? listed : undefined;
-  });
+  }, 15_000);
   assert.equal(children.length, 1, `launcher ${pid} has children ${children.join(', ')}`);
   return children[0];
 }
@@ -145,7 +136,7 @@ class Holder {
   }
 
   ready(): Promise<true> {
-    return waitFor('a holder to start', () => (this.output.includes('ready\n') ? true : undefined));
+    return waitForValue('a holder to start', () => (this.output.includes('ready\n') ? true : undefined), 15_000);
   }
 
   go(): void {
@@ -153,10 +144,10 @@ class Holder {
   }
 
   result(): Promise<HolderResult> {
-    return waitFor('a holder to report its request', () => {
+    return waitForValue('a holder to report its request', () => {
       const line = this.output.split('\n').find((text) => text.startsWith('{'));
       return line === undefined ? undefined : (JSON.parse(line) as HolderResult);
-    });
+    }, 15_000);
   }
 
   async release(): Promise<void> {
@@ -306,7 +297,7 @@ max_taps = 0
     assert.equal(decisions.filter((record) => record.decision === 'error' && String(record.reason).includes('does not exist')).length, 1);
 
     for (const vm of [vm2, vm6, vm7, ...others]) await stopVm(vm);
-    await waitFor('every tap to disappear', () => (taps(namespace).length === 0 ? true : undefined));
+    await waitForValue('every tap to disappear', () => (taps(namespace).length === 0 ? true : undefined), 15_000);
   });
 
   test('bridge deletion keeps taps counted', async () => {
@@ -375,7 +366,7 @@ max_taps = ${quota}
     assert.equal(decisions.filter((record) => record.decision === 'denied').length, requests - quota);
 
     await Promise.all(holders.map((holder) => holder.release()));
-    await waitFor('the race taps to disappear', () => (tapsOwnedBy(namespace, user, 'race').length === 0 ? true : undefined));
+    await waitForValue('the race taps to disappear', () => (tapsOwnedBy(namespace, user, 'race').length === 0 ? true : undefined), 15_000);
   });
 
   test('bridge flapping never reports quota', async () => {
@@ -441,9 +432,9 @@ max_taps = 1
 
     const killed = Date.now();
     process.kill(holderPid, 'SIGKILL');
-    await waitFor('the tap to disappear', () => (namespace.links().includes(vm.tap) ? undefined : true), 2000);
+    await waitForValue('the tap to disappear', () => (namespace.links().includes(vm.tap) ? undefined : true), 2000);
     const tapGone = Date.now() - killed;
-    await waitFor('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end' && record.tap === vm.tap), 2000);
+    await waitForValue('the lease-end record', () => daemon.audit().find((record) => record.event === 'lease-end' && record.tap === vm.tap), 2000);
     const leaseEnded = Date.now() - killed;
     process.stderr.write(`# SIGKILL release: tap gone after ${tapGone} ms, lease ended after ${leaseEnded} ms\n`);
     assert.ok(leaseEnded <= 2000, `lease ended after ${leaseEnded} ms`);
@@ -491,7 +482,7 @@ max_taps = 2
     await extra.release();
 
     await Promise.all(holders.map((holder) => holder.release()));
-    await waitFor('the held taps to disappear', () => (tapsOwnedBy(namespace, user, 'nr').length === 0 ? true : undefined));
+    await waitForValue('the held taps to disappear', () => (tapsOwnedBy(namespace, user, 'nr').length === 0 ? true : undefined), 15_000);
     const again = [new Holder(user, holderScript, second.socket, 'nr'), new Holder(user, holderScript, second.socket, 'nr')];
     await Promise.all(again.map((holder) => holder.ready()));
     for (const holder of again) holder.go();

@@ -4,12 +4,12 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { privilegedSkipReason, tapgateScript, userReadableRoot } from '../support/env.js';
 import { Namespace } from '../support/netns.js';
 import { createUser, removeUser, runAs, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
+import { waitForOutput } from '../support/wait.js';
 
 const skip = privilegedSkipReason();
 
@@ -40,14 +40,6 @@ bridge = "br-two"
 users = ["${user.name}"]
 colour = "blue"
 `;
-}
-
-async function waitForOutput(daemon: DaemonHandle, text: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!daemon.output().includes(text)) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${JSON.stringify(text)} in the daemon log`);
-    await sleep(10);
-  }
 }
 
 describe('policy reload', { skip }, () => {

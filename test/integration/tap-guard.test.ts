@@ -2,21 +2,12 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { privilegedSkipReason } from '../support/env.js';
 import { Namespace } from '../support/netns.js';
 import { createUser, removeUser, type TestUser } from '../support/users.js';
 import { startDaemon, type DaemonHandle } from '../support/daemon.js';
 import { holdTap } from '../support/probe.js';
-
-async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await sleep(20);
-  }
-  return check();
-}
+import { waitUntil } from '../support/wait.js';
 
 describe('tap guard', { skip: privilegedSkipReason() }, () => {
   let ns: Namespace;
@@ -42,7 +33,7 @@ describe('tap guard', { skip: privilegedSkipReason() }, () => {
       try {
         const name = held.report.grant!.name;
         assert.equal(held.report.tamperResult, 0, 'the kernel let the holder do it');
-        assert.equal(await waitFor(() => !ns.links().includes(name), 2000), true, `${name} still exists`);
+        assert.equal(await waitUntil(() => !ns.links().includes(name), 2000), true, `${name} still exists`);
         const record = daemon.audit().find((entry) => entry.event === 'lease-end' && entry.tap === name);
         assert.match(String(record?.reason), /^revoked: /);
       } finally {
@@ -57,7 +48,7 @@ describe('tap guard', { skip: privilegedSkipReason() }, () => {
       const name = held.report.grant!.name;
       assert.equal(held.report.tamperResult, 0);
       const address = () => ns.ipJson<{ address: string }[]>('link', 'show', name)[0].address;
-      assert.equal(await waitFor(() => address() === 'fe:ff:ff:ff:ff:ff', 2000), true, `address is ${address()}`);
+      assert.equal(await waitUntil(() => address() === 'fe:ff:ff:ff:ff:ff', 2000), true, `address is ${address()}`);
       assert.equal(ns.ipJson<{ address: string }[]>('link', 'show', 'brguard')[0].address, '02:00:00:00:00:01');
     } finally {
       await held.release();
@@ -70,10 +61,10 @@ describe('tap guard', { skip: privilegedSkipReason() }, () => {
       const name = held.report.grant!.name;
       ns.ip('link', 'del', 'brguard');
       ns.addBridge('brguard', { address: '02:00:00:00:00:01' });
-      assert.equal(await waitFor(() => ns.ports('brguard').includes(name), 2000), true, 'tap attached again');
+      assert.equal(await waitUntil(() => ns.ports('brguard').includes(name), 2000), true, 'tap attached again');
       const tap = ns.ipJson<{ operstate: string; flags: string[] }[]>('link', 'show', name)[0];
       assert.ok(tap.flags.includes('UP'));
-      assert.equal(await waitFor(() => daemon.output().includes('Bridge re-created; its taps are attached again'), 2000), true, 'the daemon logged it');
+      assert.equal(await waitUntil(() => daemon.output().includes('Bridge re-created; its taps are attached again'), 2000), true, 'the daemon logged it');
     } finally {
       await held.release();
     }
