@@ -10,7 +10,7 @@
 // every second repetition runs them in reverse order, so drift affects all of them alike.
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Namespace } from '../test/support/netns.js';
@@ -86,10 +86,11 @@ export function parseIperfThroughput(serial: string): number {
   return bits;
 }
 
-async function waitForPath(path: string, timeoutMs: number, process: ChildProcess): Promise<void> {
+async function waitForPath(path: string, timeoutMs: number, creator: ChildProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!existsSync(path)) {
-    if (process.exitCode !== null || Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs} ms`);
+    if (creator.exitCode !== null) throw new Error(`${creator.spawnfile} exited with status ${creator.exitCode} before it created ${path}`);
+    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs} ms`);
     await sleep(20);
   }
 }
@@ -119,9 +120,18 @@ async function setUpBackend(backend: Backend, task: DataPlaneTask, run: number):
       // 10.0.2.2 is slirp's alias for the host's loopback.
       return { ...base, network: ['-netdev', 'user,id=n0'], append: ['tg.ip=10.0.2.15/24', 'tg.iperf=10.0.2.2'] };
     case 'passt': {
-      const socket = join(task.scratch, `passt-${run}.sock`);
-      const passt = spawn('passt', ['--foreground', '--socket', socket, '--log-file', join(task.scratch, `passt-${run}.log`)], { stdio: ['ignore', 'ignore', 'pipe'] });
-      await waitForPath(socket, 10_000, passt);
+      // passt switches to the user "nobody" before it binds its socket, so that user needs write access here.
+      const directory = join(task.scratch, 'passt');
+      mkdirSync(directory, { recursive: true, mode: 0o777 });
+      chmodSync(directory, 0o777);
+      const socket = join(directory, `passt-${run}.sock`);
+      const passt = spawn('passt', ['--foreground', '--socket', socket, '--log-file', join(task.scratch, `passt-${run}.log`)], { stdio: ['ignore', 'ignore', 'ignore'] });
+      try {
+        await waitForPath(socket, 10_000, passt);
+      } catch (error) {
+        await stopProcess(passt);
+        throw error;
+      }
       return {
         ...base,
         network: ['-netdev', `stream,id=n0,server=off,addr.type=unix,addr.path=${socket}`],
@@ -153,12 +163,18 @@ async function measureOnce(backend: Backend, task: DataPlaneTask, run: number): 
 
 /** Worker side (root, inside the namespace): runs every back end `repetitions` times. */
 export async function measureDataPlane(task: DataPlaneTask): Promise<Record<Backend, number[]>> {
-  const server = spawn('iperf3', ['--server', '--bind', '0.0.0.0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // --forceflush: iperf3 buffers its output on a pipe, which would hide "Server listening".
+  const server = spawn('iperf3', ['--server', '--bind', '0.0.0.0', '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] });
   execFileSync('ip', ['tuntap', 'add', 'dev', ROOT_TAP, 'mode', 'tap', 'vnet_hdr']);
   try {
     execFileSync('ip', ['link', 'set', ROOT_TAP, 'master', BRIDGE, 'up']);
     await new Promise<void>((resolve, reject) => {
-      server.stdout!.on('data', (chunk: Buffer) => { if (chunk.toString().includes('Server listening')) resolve(); });
+      const timer = setTimeout(() => reject(new Error('iperf3 --server did not report "Server listening" within 10 s')), 10_000);
+      server.stdout!.on('data', (chunk: Buffer) => {
+        if (!chunk.toString().includes('Server listening')) return;
+        clearTimeout(timer);
+        resolve();
+      });
       server.once('exit', (code) => reject(new Error(`iperf3 --server exited with status ${code}`)));
     });
     const runs = Object.fromEntries(BACKENDS.map((backend) => [backend, [] as number[]])) as Record<Backend, number[]>;

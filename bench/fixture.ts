@@ -14,10 +14,13 @@ import { userReadableRoot } from '../test/support/env.js';
 type CleanupStep = () => void | Promise<void>;
 
 const activeCleanups = new Set<Cleanup>();
+/** Process groups of running workers, killed by `runActiveCleanups`. */
+const activeWorkers = new Set<number>();
 
 /** A stack of removal steps that runs in reverse order, once, even when a step fails. */
 export class Cleanup {
   private readonly steps: { label: string; step: CleanupStep }[] = [];
+  private running: Promise<void> | undefined;
 
   constructor() {
     activeCleanups.add(this);
@@ -27,8 +30,13 @@ export class Cleanup {
     this.steps.push({ label, step });
   }
 
-  async run(): Promise<void> {
-    activeCleanups.delete(this);
+  /** Runs the steps; a second call (a signal during a benchmark's own cleanup) waits for the first. */
+  run(): Promise<void> {
+    this.running ??= this.runSteps();
+    return this.running;
+  }
+
+  private async runSteps(): Promise<void> {
     for (const { label, step } of this.steps.splice(0).reverse()) {
       try {
         await step();
@@ -36,11 +44,13 @@ export class Cleanup {
         process.stderr.write(`bench: cleanup step "${label}" failed: ${error instanceof Error ? error.message : String(error)}\n`);
       }
     }
+    activeCleanups.delete(this);
   }
 }
 
-/** Runs every cleanup that has not run yet; used on SIGINT and SIGTERM. */
+/** Kills running workers and runs every cleanup that has not finished; used on SIGINT and SIGTERM. */
 export async function runActiveCleanups(): Promise<void> {
+  for (const pid of activeWorkers) killGroup(pid);
   for (const cleanup of [...activeCleanups]) await cleanup.run();
 }
 
@@ -53,15 +63,15 @@ export function temporaryDirectory(cleanup: Cleanup, prefix: string): string {
 }
 
 export interface WorkerPlacement {
-  /** Network namespace to run in (as root, in a private mount namespace); none runs in the caller's. */
+  /** Network namespace to run in, in a private mount namespace; none runs in the caller's. */
   namespace?: string;
-  /** Run as this user instead of root. */
+  /** Run as this user (without supplementary groups) instead of root. */
   user?: { uid: number; gid: number };
   /** The worker and everything it started are killed after this long. */
   timeoutMs: number;
 }
 
-/** The compiled worker script, under a root that test users can read. */
+/** Returns the path of the compiled worker script, under a root that test users can read. */
 export function workerScript(): string {
   return join(userReadableRoot(), 'dist', 'bench', 'worker.js');
 }
@@ -74,17 +84,24 @@ export function workerScript(): string {
  */
 export function runWorker<T>(task: { kind: string }, placement: WorkerPlacement): Promise<T> {
   const command = [process.execPath, workerScript(), JSON.stringify(task)];
+  let user = placement.user;
   if (placement.namespace !== undefined) {
-    // ip netns exec already enters a new mount namespace; unshare makes it private, so the
+    if (user !== undefined) {
+      // Entering the namespace needs root, so the user switch comes after it.
+      command.unshift('setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--');
+      user = undefined;
+    }
+    // ip netns exec already enters a new mount namespace, and unshare makes it private. So the
     // worker's mounts (the /etc overlay for qemu-bridge-helper) cannot reach the host.
     command.unshift('ip', 'netns', 'exec', placement.namespace, 'unshare', '--mount', '--propagation', 'private', '--');
   }
   const child = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
-    uid: placement.user?.uid,
-    gid: placement.user?.gid,
+    uid: user?.uid,
+    gid: user?.gid,
   });
+  if (child.pid !== undefined) activeWorkers.add(child.pid);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString('utf8'); });
@@ -102,6 +119,9 @@ export function runWorker<T>(task: { kind: string }, placement: WorkerPlacement)
     });
     child.once('close', (code, signal) => {
       clearTimeout(timer);
+      // Ends helpers, guests or servers that a failed task left in the worker's group.
+      killGroup(child.pid);
+      if (child.pid !== undefined) activeWorkers.delete(child.pid);
       const lines = stdout.trim().split('\n');
       const last = lines[lines.length - 1] ?? '';
       if (timedOut) {

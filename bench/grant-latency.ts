@@ -1,27 +1,24 @@
 // Benchmark 1: grant latency, from request to usable tap descriptor.
 //
-// Three ways to get a tap on the same bridge, measured in one run:
+// One run measures three ways to get a tap on the same bridge:
 //   library             openTap() from the client library, in one long-lived process
 //   tapgate-helper      bin/tapgate-helper started per tap, as QEMU starts a bridge helper
 //   qemu-bridge-helper  Debian's helper, started the same way as root (the reference)
 // Helper runs alternate between the two helpers, so drift on the machine affects both alike.
-// A fourth series, kernelOnly, issues the kernel calls of one grant directly from a root
+// A fourth series, kernelOnly, makes the kernel calls of one grant directly from a root
 // process: the share of a grant that no daemon code can remove.
 
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Namespace } from '../test/support/netns.js';
 import { createUser, removeUser, type TestUser } from '../test/support/users.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { userReadableRoot } from '../test/support/env.js';
-import { openTap } from '../src/client/client.js';
-import { closeAll } from '../src/sys/fd.js';
-import { createTap } from '../src/sys/tun.js';
 import { RtnlSocket } from '../src/sys/rtnl.js';
 import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
 import { Cleanup, runWorker, temporaryDirectory } from './fixture.js';
 import { helperPath, runHelperOnce, type HelperCommand } from './helper-spawn.js';
-import { elapsedMs, summarize, type Summary } from './stats.js';
+import { grantKernelCalls, libraryGrant, timeGrants, waitForRemoval } from './grant-timing.js';
+import { summarize, type Summary } from './stats.js';
 
 const BRIDGE = 'tgbg0';
 const NETWORK = 'bench';
@@ -65,57 +62,24 @@ export interface HelperGrantTask {
   warmup: number;
 }
 
-/** Worker side: times `count` openTap calls after `warmup` untimed ones, closing each tap at once. */
+/** Worker side (a test user, inside the namespace): times `count` openTap calls after `warmup` untimed ones. */
 export function measureLibraryGrants(task: LibraryGrantTask): { samplesMs: number[] } {
-  const samplesMs: number[] = [];
-  for (let index = 0; index < task.warmup + task.count; index++) {
-    const start = process.hrtime.bigint();
-    const { fds } = openTap({ network: task.network, socketPath: task.socket, vnetHdr: true });
-    const elapsed = elapsedMs(start);
-    closeAll(fds);
-    if (index >= task.warmup) samplesMs.push(elapsed);
-  }
-  return { samplesMs };
-}
-
-/**
- * Performs the kernel calls that the daemon makes for one grant (src/daemon/grant.ts): look
- * up the bridge, create the tap (TUNSETIFF, TUNSETOWNER), look the tap up, set MTU, MAC and
- * alias, then attach it to the bridge and bring it up. Returns the tap's descriptors.
- */
-function grantKernelCalls(rtnl: RtnlSocket, bridgeName: string): number[] {
-  const bridge = rtnl.getLinkByName(bridgeName);
-  if (!bridge) throw new Error(`Bridge ${bridgeName} does not exist`);
-  const name = `tgk${randomBytes(4).toString('hex')}`;
-  const { fds } = createTap({ name, queues: 1, vnetHdr: true });
+  const rtnl = new RtnlSocket();
   try {
-    const link = rtnl.getLinkByName(name);
-    if (!link) throw new Error(`Tap ${name} vanished after TUNSETIFF`);
-    rtnl.setLink(link.index, { mtu: bridge.mtu ?? 1500, address: 'fe:ff:ff:ff:ff:ff', alias: `tapgate benchmark ${name}` }, name);
-    rtnl.setLink(link.index, { master: bridge.index, up: true }, name);
-    return fds;
-  } catch (error) {
-    closeAll(fds);
-    throw error;
+    return { samplesMs: timeGrants(task.count, task.warmup, rtnl, () => libraryGrant(task.socket, task.network)) };
+  } finally {
+    rtnl.close();
   }
 }
 
 /** Worker side (root, inside the namespace): times the kernel calls of `count` grants. */
 export function measureKernelGrants(task: KernelGrantTask): { samplesMs: number[] } {
   const rtnl = new RtnlSocket();
-  const samplesMs: number[] = [];
   try {
-    for (let index = 0; index < task.warmup + task.count; index++) {
-      const start = process.hrtime.bigint();
-      const fds = grantKernelCalls(rtnl, task.bridge);
-      const elapsed = elapsedMs(start);
-      closeAll(fds);
-      if (index >= task.warmup) samplesMs.push(elapsed);
-    }
+    return { samplesMs: timeGrants(task.count, task.warmup, rtnl, () => grantKernelCalls(rtnl, task.bridge)) };
   } finally {
     rtnl.close();
   }
-  return { samplesMs };
 }
 
 /** Worker side: runs each helper `count` times, alternating between them. */
@@ -123,14 +87,18 @@ export async function measureHelperGrants(task: HelperGrantTask): Promise<Record
   installBridgeAcl(task.aclDirectory, [task.bridge], task.hostMountNamespace);
   const results: Record<string, { fdMs: number[]; usableMs: number[] }> = {};
   for (const name of Object.keys(task.helpers)) results[name] = { fdMs: [], usableMs: [] };
+  const rtnl = new RtnlSocket();
   for (let index = 0; index < task.warmup + task.count; index++) {
     for (const [name, helper] of Object.entries(task.helpers)) {
       const sample = await runHelperOnce(helper, task.bridge);
+      // As in timeGrants: the next run starts once this tap is gone.
+      waitForRemoval(rtnl, sample.tap);
       if (index < task.warmup) continue;
       results[name].fdMs.push(sample.fdMs);
       results[name].usableMs.push(sample.usableMs);
     }
   }
+  rtnl.close();
   return results;
 }
 
@@ -164,7 +132,7 @@ export async function runGrantLatency(count: number, warmup: number): Promise<Gr
     const asUser = { uid: user.uid, gid: user.gid };
 
     const libraryTask: LibraryGrantTask = { kind: 'library-grants', socket: daemon.socket, network: NETWORK, count, warmup };
-    const library = await runWorker<{ samplesMs: number[] }>(libraryTask, { user: asUser, timeoutMs: 60_000 + count * 100 });
+    const library = await runWorker<{ samplesMs: number[] }>(libraryTask, { namespace: namespace.name, user: asUser, timeoutMs: 60_000 + count * 100 });
 
     const kernelTask: KernelGrantTask = { kind: 'kernel-grants', bridge: BRIDGE, count, warmup };
     const kernel = await runWorker<{ samplesMs: number[] }>(kernelTask, { namespace: namespace.name, timeoutMs: 60_000 + count * 100 });

@@ -2,7 +2,7 @@
 //
 // QEMU starts the test guest with `-netdev bridge,helper=...` and `tg.dhcp=1`, once through
 // bin/tapgate-helper and once through Debian's qemu-bridge-helper (as root, with an ACL that
-// only this worker sees). A dnsmasq started on the bridge serves the lease; the time is taken
+// only this worker can read). A dnsmasq started on the bridge serves the lease; the time is taken
 // when dnsmasq logs its DHCPACK for the guest's MAC address.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -57,9 +57,13 @@ function startDnsmasq(scratch: string, onAck: (mac: string) => void): Promise<Ch
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let pending = '';
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`dnsmasq did not report its DHCP range within 10 s: ${pending}`)), 10_000);
     dnsmasq.stderr!.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
-      if (pending.includes('DHCP, IP range')) resolve(dnsmasq);
+      if (pending.includes('DHCP, IP range')) {
+        clearTimeout(timer);
+        resolve(dnsmasq);
+      }
       for (const match of pending.matchAll(ACK_LINE)) onAck(match[3]);
       pending = pending.slice(pending.lastIndexOf('\n') + 1);
     });

@@ -16,7 +16,7 @@ import { runDataPlane } from './data-plane.js';
 import { runLaunch } from './launch.js';
 import { guestUnavailableReason } from './guest-run.js';
 import { RESULTS_SCHEMA, evaluateTargets, type BenchResults } from './results.js';
-import { renderPage } from './report.js';
+import { renderPage, verdictWord } from './report.js';
 
 const USAGE = `Usage: node dist/bench/main.js [--quick] [--output FILE] [--page FILE]
 
@@ -36,14 +36,14 @@ const PLANS = {
   full: {
     grants: 1000, warmup: 50,
     stormUsers: 20, stormPerUser: 25,
-    scaleSteps: [0, 1024, 4096], scaleGrants: 1000,
+    scaleSteps: [0, 1024, 4096], scaleGrants: 1000, scaleSettleMs: 60_000,
     dataRepetitions: 3, dataSeconds: 10,
     launchRepetitions: 5,
   },
   quick: {
     grants: 20, warmup: 2,
     stormUsers: 4, stormPerUser: 5,
-    scaleSteps: [0, 8, 32], scaleGrants: 20,
+    scaleSteps: [0, 8, 32], scaleGrants: 20, scaleSettleMs: 1000,
     dataRepetitions: 1, dataSeconds: 2,
     launchRepetitions: 1,
   },
@@ -68,7 +68,7 @@ async function runAll(quick: boolean): Promise<BenchResults> {
 
   const grantLatency = await measure('grant latency', () => runGrantLatency(plan.grants, plan.warmup));
   const storm = await measure('storm', () => runStorm(plan.stormUsers, plan.stormPerUser));
-  const scale = await measure('scale', () => runScale(plan.scaleSteps, plan.scaleGrants, plan.warmup));
+  const scale = await measure('scale', () => runScale(plan.scaleSteps, plan.scaleGrants, plan.warmup, plan.scaleSettleMs));
   log('building the guests (cached when current)');
   const guestProblem = guestUnavailableReason(REPO_ROOT);
   if (guestProblem) log(`guest benchmarks skipped: ${guestProblem}`);
@@ -128,8 +128,7 @@ async function main(): Promise<number> {
   writeFile(output, `${JSON.stringify(results, null, 2)}\n`);
   if (page !== undefined) writeFile(resolve(page), renderPage(results));
   for (const target of results.targets) {
-    const verdict = target.pass === null ? 'not measured' : target.pass ? 'pass' : 'miss';
-    log(`target ${target.description} ${target.comparison} ${target.limit} ${target.unit}: ${target.value?.toFixed(3) ?? '-'} (${verdict})`);
+    log(`target ${target.description} ${target.comparison} ${target.limit} ${target.unit}: ${target.value?.toFixed(3) ?? '-'} (${verdictWord(target.pass)})`);
   }
   return 0;
 }

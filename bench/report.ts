@@ -20,15 +20,31 @@ function ratio(value: number): string {
   return `${value.toFixed(2)}x`;
 }
 
+/** Describes `reference / value` as "Nx faster" or "Nx slower" than the reference. */
+function speed(reference: number, value: number): string {
+  return reference >= value ? `${ratio(reference / value)} faster` : `${ratio(value / reference)} slower`;
+}
+
+function times(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 function table(header: string[], rows: string[][]): string {
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const row of rows) lines.push(`| ${row.join(' | ')} |`);
   return lines.join('\n');
 }
 
+/** Returns "pass", "miss" or "not measured" for a target's verdict. */
+export function verdictWord(pass: boolean | null): string {
+  if (pass === null) return 'not measured';
+  return pass ? 'pass' : 'miss';
+}
+
 function verdict(target: Target | undefined): string {
   if (!target) return '';
-  const result = target.pass === null ? 'not measured' : target.pass ? '**pass**' : '**miss**';
+  const word = verdictWord(target.pass);
+  const result = target.pass === null ? word : `**${word}**`;
   return `${target.comparison === '<=' ? '≤' : '≥'} ${target.limit} ${target.unit}: ${result}`;
 }
 
@@ -55,7 +71,7 @@ function targetsSection(results: BenchResults): string {
     target.description,
     `${target.comparison === '<=' ? '≤' : '≥'} ${target.limit} ${target.unit}`,
     target.value === null ? '-' : `${target.value.toFixed(target.unit === 'errors' ? 0 : 2)} ${target.unit}`,
-    target.pass === null ? 'not measured' : target.pass ? 'pass' : '**miss**',
+    target.pass === false ? '**miss**' : verdictWord(target.pass),
   ]);
   return `## Targets\n\n${table(['Figure', 'Target', 'Measured', 'Result'], rows)}\n`;
 }
@@ -101,9 +117,9 @@ function grantSection(results: BenchResults): string {
   const find = (id: string) => results.targets.find((target) => target.id === id);
   const reference = grant.series.qemuBridgeHelper.p50;
   const rows = [
-    ['client library, one process', ...summaryCells(grant.series.library), `${ratio(reference / grant.series.library.p50)} faster`, `${verdict(find('grant-p50'))}; speed-up ${verdict(find('grant-speedup'))}`],
-    ['tapgate-helper, spawned per tap', ...summaryCells(grant.series.tapgateHelper), `${ratio(reference / grant.series.tapgateHelper.p50)} faster`, ''],
-    ['qemu-bridge-helper, spawned per tap (reference)', ...summaryCells(grant.series.qemuBridgeHelper), '1.00x', ''],
+    ['client library, one process', ...summaryCells(grant.series.library), speed(reference, grant.series.library.p50), `${verdict(find('grant-p50'))}; speed-up ${verdict(find('grant-speedup'))}`],
+    ['tapgate-helper, spawned per tap', ...summaryCells(grant.series.tapgateHelper), speed(reference, grant.series.tapgateHelper.p50), ''],
+    ['qemu-bridge-helper, spawned per tap (reference)', ...summaryCells(grant.series.qemuBridgeHelper), 'reference', ''],
     ['kernel calls of one grant, no daemon', ...summaryCells(grant.kernelOnly), '', ''],
   ];
   const kernelShare = (grant.kernelOnly.p50 / grant.series.library.p50) * 100;
@@ -117,8 +133,8 @@ a blocking \`recvmsg\` for the descriptor, then \`waitpid\`; the tap counts as u
 has exited with status 0, as in QEMU. tapgate-helper runs as the test user (bin/tapgate-helper,
 a shell wrapper that starts Node); qemu-bridge-helper runs as root, without setuid, with an ACL
 on an /etc overlay that only its process sees. The runs of the two helpers alternate. The kernel
-row issues the same kernel calls as the daemon (bridge and tap look-ups, TUNSETIFF, TUNSETOWNER,
-two RTM_NEWLINK) from one root process.
+row issues the same kernel calls as the daemon (bridge and tap look-ups, TUNSETIFF, two
+RTM_NEWLINK) from one root process.
 
 ${table(['Path', 'p50', 'p90', 'p99', 'p50 vs reference', 'Target'], rows)}
 
@@ -156,21 +172,30 @@ ${table(['', 'Value', 'Target'], rows)}
 function scaleSection(results: BenchResults): string {
   const scale = results.benchmarks.scale;
   const find = (id: string) => results.targets.find((target) => target.id === id);
+  const first = scale.steps[0];
   const last = scale.steps[scale.steps.length - 1];
   const rows = scale.steps.map((step) => [
-    String(step.liveTaps), String(step.liveOnMeasuredBridge), ms(step.grant.p50), ms(step.grant.p99), step.daemonRssMiB.toFixed(1),
-    step === last ? `p99 ${verdict(find('scale-p99'))}; RSS ${verdict(find('scale-rss'))}; p50 growth ${verdict(find('scale-growth'))}` : '',
+    String(step.liveTaps), String(step.liveOnMeasuredBridge),
+    ms(step.grant.p50), ms(step.grant.p99), ratio(step.grant.p50 / first.grant.p50),
+    ms(step.kernelOnly.p50), ms(step.kernelOnly.p99), ratio(step.kernelOnly.p50 / first.kernelOnly.p50),
+    step.daemonRssMiB.toFixed(1), step.settledRssMiB.toFixed(1),
   ]);
+  const targets = ['scale-p99', 'scale-growth', 'scale-rss'].map((id) => `- ${find(id)?.description}: ${verdict(find(id))}`).join('\n');
   return `## 3. Scale
 
-One process holds the descriptors of N live taps, all granted by the daemon, and then times
-${scale.grantsPerStep} grants, closing each at once. A Linux bridge takes at most 1023 ports (BR_MAX_PORTS is
-1024 in net/bridge/br_private.h and port 0 is reserved), so the live taps cannot all sit on one
-bridge: the measured bridge holds up to ${scale.portsPerBridge} of them and the rest are spread over other
-bridges of the same daemon. The daemon's RSS is VmRSS from /proc/PID/status after the timed grants.
-Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
+One root process in the namespace holds the descriptors of N live taps, all granted by the
+daemon. At each step it times ${scale.grantsPerStep} grants through the daemon, then ${scale.grantsPerStep} runs of the same kernel
+calls without the daemon (as in section 1), closing each tap at once. A Linux bridge takes at
+most 1023 ports (BR_MAX_PORTS is 1024 in net/bridge/br_private.h and port 0 is reserved), so
+the live taps cannot all sit on one bridge: the measured bridge holds up to ${scale.portsPerBridge} of them and
+the rest are spread over other bridges of the same daemon. The daemon's RSS is VmRSS from
+/proc/PID/status, read right after the grants through the daemon ("busy") and again after
+${scale.settleMs / 1000} s without requests ("settled"): V8 keeps the young generation that a burst of grants grew
+until its memory reducer runs. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
 
-${table(['Live taps', 'On measured bridge', 'p50', 'p99', 'Daemon RSS (MiB)', 'Target'], rows)}
+${table(['Live taps', 'On measured bridge', 'Daemon p50', 'Daemon p99', 'p50 vs first step', 'Kernel-only p50', 'Kernel-only p99', 'p50 vs first step', 'RSS busy (MiB)', 'RSS settled (MiB)'], rows)}
+
+${targets}
 `;
 }
 
@@ -190,7 +215,7 @@ function dataPlaneSection(results: BenchResults): string {
 Guest-to-host TCP throughput: the guest runs \`iperf3 -c SERVER -t ${data.secondsPerRun} -J\` (iperf3 from Debian's
 package, copied into the guest with its libraries by scripts/build-bench-guest.sh) against an
 iperf3 server in the namespace; the figure is the receiver's. The same guest (256 MiB, one
-virtio-net NIC, static address, MTU ${data.mtu}) runs ${data.repetitions} times per back end, back ends alternating.
+virtio-net NIC, static address, MTU ${data.mtu}) runs ${times(data.repetitions, 'time')} per back end, back ends alternating.
 The guests ran under ${data.accelerator.toUpperCase()} (software emulation, KVM not used), so the guest's CPU limits
 every back end and the figures are far below what the same setup reaches under KVM.
 vhost-net: ${data.vhost.available ? 'available' : 'not available'} (${data.vhost.reason}).
@@ -211,7 +236,7 @@ function launchSection(results: BenchResults): string {
 
 Time from starting QEMU (\`-netdev bridge,helper=...\`, as root) to the DHCPACK for the guest's
 MAC address in the log of a dnsmasq that the benchmark runs on the bridge. The guest is the test
-guest with \`tg.dhcp=1\` (busybox udhcpc). ${launch.repetitions} boots per helper, alternating, under
+guest with \`tg.dhcp=1\` (busybox udhcpc). ${times(launch.repetitions, 'boot')} per helper, alternating, under
 ${launch.accelerator.toUpperCase()}; the guest's boot dominates the time.
 
 ${table(['Helper', 'Median (ms)', 'Runs (ms)', 'vs reference', 'Target'], rows)}

@@ -36,10 +36,14 @@ if (task === null || typeof task.kind !== 'string') {
   process.stderr.write('Usage: worker.js TASK_JSON (started by the benchmarks, not by hand)\n');
   process.exit(2);
 }
+let status = 0;
 try {
   const result = await runTask(task);
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (error) {
   process.stderr.write(`worker ${task.kind}: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-  process.exitCode = 1;
+  status = 1;
 }
+// Exit even when a failed task left a child process or timer behind: runWorker kills this
+// process group once the worker has exited, which ends such leftovers.
+process.exit(status);

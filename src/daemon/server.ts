@@ -49,9 +49,9 @@ function socketFd(socket: Socket): number {
 
 /**
  * Closes the daemon's copies of descriptors it has sent, on the libuv thread pool. When the
- * requester has already closed its copy, the daemon holds the last reference and the kernel
- * tears the tap down inside this close, which took 18 to 26 ms on a 2-vCPU VM; on the event
- * loop that would stall every other request.
+ * requester has already closed its copy, the daemon's close is the last one, and the kernel
+ * tears the tap down inside it. That took 18 to 26 ms on a 2-vCPU VM (bench/scale.ts), which
+ * on the event loop would stall every other request.
  */
 function releaseSent(fds: readonly number[], logger: Logger): void {
   for (const sentFd of fds) {

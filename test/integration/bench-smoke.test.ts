@@ -27,7 +27,7 @@ function assertSummary(summary: Summary, label: string): void {
   assert.ok(summary.p90 <= summary.p99, `${label}: p90 ${summary.p90} <= p99 ${summary.p99}`);
 }
 
-/** Whether the run could boot guests: QEMU runs and both guests exist (the run builds them). */
+/** Returns whether the run could boot guests: QEMU runs and both guests exist (the run builds them). */
 function guestAvailable(): boolean {
   if (spawnSync('qemu-system-x86_64', ['--version']).status !== 0) return false;
   return [guestPaths(REPO_ROOT).kernel, guestPaths(REPO_ROOT).initramfs, benchGuestPaths(REPO_ROOT).initramfs].every((path) => existsSync(path));
@@ -96,7 +96,9 @@ describe('benchmark quick mode', { skip: privilegedSkipReason(), timeout: RUN_TI
     assert.deepEqual(scale.steps.map((step) => step.liveTaps), [0, 8, 32]);
     for (const step of scale.steps) {
       assertSummary(step.grant, `scale step ${step.liveTaps}`);
+      assertSummary(step.kernelOnly, `scale step ${step.liveTaps} kernelOnly`);
       assertPositive(step.daemonRssMiB, `scale step ${step.liveTaps} daemonRssMiB`);
+      assertPositive(step.settledRssMiB, `scale step ${step.liveTaps} settledRssMiB`);
       assert.ok(step.liveOnMeasuredBridge <= step.liveTaps);
     }
     assertPositive(scale.releaseMs, 'scale.releaseMs');
