@@ -2,7 +2,7 @@
 //
 // Debian's helper (qemu-system-common 7.2) reads only /etc/qemu/bridge.conf, and the benchmark
 // must not change the host's /etc. So a worker running in its own private mount namespace lays
-// an overlay over /etc whose upper layer adds qemu/bridge.conf; the host never sees it.
+// an overlay over /etc whose upper layer adds qemu/bridge.conf, and the file never appears on the host.
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readlinkSync, writeFileSync } from 'node:fs';

@@ -17,7 +17,7 @@ import { Namespace } from '../test/support/netns.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { REPO_ROOT, userReadableRoot } from '../test/support/env.js';
 import type { GuestPaths } from '../test/support/guest.js';
-import { Cleanup, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
 import { helperPath } from './helper-spawn.js';
 import { ACCELERATOR, benchGuestPaths, describeGuestFailure, runGuest } from './guest-run.js';
 import { median } from './stats.js';
@@ -193,6 +193,7 @@ function policy(): string {
   return `
 [daemon]
 audit_log = "AUDIT_LOG"
+${UNLIMITED_REQUESTS}
 
 [networks.data]
 bridge = "${BRIDGE}"

@@ -11,6 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { userReadableRoot } from '../test/support/env.js';
 
+/**
+ * Policy lines for the [daemon] table that raise the per-user request rate limit to the
+ * maximum the policy accepts, so that the limit does not cap what the benchmarks measure.
+ */
+export const UNLIMITED_REQUESTS = 'requests_per_second = 1000000\nrequest_burst = 1000000';
+
 type CleanupStep = () => void | Promise<void>;
 
 const activeCleanups = new Set<Cleanup>();

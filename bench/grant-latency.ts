@@ -15,7 +15,7 @@ import { startDaemon } from '../test/support/daemon.js';
 import { userReadableRoot } from '../test/support/env.js';
 import { RtnlSocket } from '../src/sys/rtnl.js';
 import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
-import { Cleanup, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
 import { helperPath, runHelperOnce, type HelperCommand } from './helper-spawn.js';
 import { grantKernelCalls, libraryGrant, timeGrants, waitForRemoval } from './grant-timing.js';
 import { summarize, type Summary } from './stats.js';
@@ -106,6 +106,7 @@ function policy(user: TestUser): string {
   return `
 [daemon]
 audit_log = "AUDIT_LOG"
+${UNLIMITED_REQUESTS}
 
 [networks.${NETWORK}]
 bridge = "${BRIDGE}"

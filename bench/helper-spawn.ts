@@ -1,7 +1,7 @@
-// Runs a bridge helper the way QEMU 7.2 does in net_bridge_run_helper (net/tap.c): create a
-// Unix socketpair, start `HELPER --use-vnet --fd=N --br=BRIDGE` with one end as fd N, block in
-// recvmsg for the tap's descriptor on the other end, then wait for the helper to exit. QEMU
-// uses the descriptor only after the helper exited with status 0.
+// Runs a bridge helper the way QEMU 7.2 does in net_bridge_run_helper (net/tap.c). QEMU creates
+// a Unix socketpair and starts `HELPER --use-vnet --fd=N --br=BRIDGE` with one end as fd N. It
+// then blocks in recvmsg for the tap's descriptor on the other end (retrying on EINTR) and waits
+// for the helper to exit, and it uses the descriptor only when the helper exited with status 0.
 
 import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';

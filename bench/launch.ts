@@ -13,7 +13,7 @@ import { startDaemon } from '../test/support/daemon.js';
 import { REPO_ROOT, userReadableRoot } from '../test/support/env.js';
 import { guestPaths, type GuestPaths } from '../test/support/guest.js';
 import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
-import { Cleanup, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
 import { helperPath } from './helper-spawn.js';
 import { ACCELERATOR, describeGuestFailure, runGuest } from './guest-run.js';
 import { elapsedMs, median } from './stats.js';
@@ -116,6 +116,7 @@ function policy(): string {
   return `
 [daemon]
 audit_log = "AUDIT_LOG"
+${UNLIMITED_REQUESTS}
 
 [networks.launch]
 bridge = "${BRIDGE}"

@@ -100,10 +100,16 @@ function writeFile(path: string, text: string): void {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: { quick: { type: 'boolean' }, output: { type: 'string' }, page: { type: 'string' }, help: { type: 'boolean' } },
-    strict: true,
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: { quick: { type: 'boolean' }, output: { type: 'string' }, page: { type: 'string' }, help: { type: 'boolean' } },
+      strict: true,
+    }));
+  } catch (error) {
+    process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+    return 2;
+  }
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;

@@ -106,6 +106,8 @@ function methodSection(): string {
 
 Each benchmark creates its own network namespace, bridges, test users and daemon (\`tapgate daemon\`
 with an audit log, started the way the integration tests start it), measures, and removes all of it.
+The daemon's per-user request rate limit is raised to the maximum the policy accepts
+(\`requests_per_second\` and \`request_burst\` 1000000), so that it does not cap the figures.
 Grants are timed with \`process.hrtime\` in the requesting process. Taps are requested with
 vnet_hdr, as QEMU's \`--use-vnet\` asks. Other processes on the machine share its CPUs and the
 kernel's RTNL lock, so the load averages above matter for every figure.
@@ -126,8 +128,10 @@ function grantSection(results: BenchResults): string {
   return `## 1. Grant latency
 
 Time from the request to a usable tap descriptor, ${grant.grantsPerSeries} grants per series after
-${grant.warmupPerSeries} untimed ones, each descriptor closed right after it arrived. The library
-series calls \`openTap\` as an unprivileged user. The two helpers are started as QEMU 7.2 starts
+${grant.warmupPerSeries} untimed ones. Each descriptor is closed right after it arrives, and the next grant
+starts once the kernel has removed the tap: a removal takes tens of milliseconds under the RTNL
+lock and would otherwise land in the next grant's time. The library series calls \`openTap\` as
+an unprivileged user. The two helpers are started as QEMU 7.2 starts
 a bridge helper (\`net_bridge_run_helper\`): a socketpair, \`HELPER --use-vnet --fd=3 --br=BRIDGE\`,
 a blocking \`recvmsg\` for the descriptor, then \`waitpid\`; the tap counts as usable when the helper
 has exited with status 0, as in QEMU. tapgate-helper runs as the test user (bin/tapgate-helper,
@@ -184,14 +188,14 @@ function scaleSection(results: BenchResults): string {
   return `## 3. Scale
 
 One root process in the namespace holds the descriptors of N live taps, all granted by the
-daemon. At each step it times ${scale.grantsPerStep} grants through the daemon, then ${scale.grantsPerStep} runs of the same kernel
-calls without the daemon (as in section 1), closing each tap at once. A Linux bridge takes at
-most 1023 ports (BR_MAX_PORTS is 1024 in net/bridge/br_private.h and port 0 is reserved), so
-the live taps cannot all sit on one bridge: the measured bridge holds up to ${scale.portsPerBridge} of them and
+daemon. At each step it times ${scale.grantsPerStep} grants through the daemon, then ${scale.grantsPerStep} runs of the same
+kernel calls without the daemon. As in section 1, each tap is closed at once and the next
+grant waits for its removal. A Linux bridge takes at most 1023 ports (BR_MAX_PORTS is 1024 in
+net/bridge/br_private.h and port 0 is reserved), so the live taps cannot all sit on one bridge: the measured bridge holds up to ${scale.portsPerBridge} of them and
 the rest are spread over other bridges of the same daemon. The daemon's RSS is VmRSS from
 /proc/PID/status, read right after the grants through the daemon ("busy") and again after
 ${scale.settleMs / 1000} s without requests ("settled"): V8 keeps the young generation that a burst of grants grew
-until its memory reducer runs. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
+until its memory reducer runs, which may take longer than that. The RSS target uses the higher reading. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
 
 ${table(['Live taps', 'On measured bridge', 'Daemon p50', 'Daemon p99', 'p50 vs first step', 'Kernel-only p50', 'Kernel-only p99', 'p50 vs first step', 'RSS busy (MiB)', 'RSS settled (MiB)'], rows)}
 

@@ -64,7 +64,7 @@ export function evaluateTargets(benchmarks: BenchResults['benchmarks']): Target[
     target('grant-speedup', 'qemu-bridge-helper p50 / daemon grant p50', '>=', 4, 'x', grantLatency.speedupOverReference.library),
     target('scale-p99', `grant p99 with ${last.liveTaps} live taps`, '<=', 5, 'ms', last.grant.p99),
     target('scale-growth', `grant p50 with ${last.liveTaps} live taps / with ${first.liveTaps}`, '<=', 1.25, 'x', last.grant.p50 / first.grant.p50),
-    target('scale-rss', `daemon RSS with ${last.liveTaps} live taps, ${scale.settleMs / 1000} s after the last request`, '<=', 80, 'MiB', last.settledRssMiB),
+    target('scale-rss', `daemon RSS with ${last.liveTaps} live taps (higher of the two readings)`, '<=', 80, 'MiB', Math.max(last.daemonRssMiB, last.settledRssMiB)),
     target('storm-errors', `storm errors (${storm.requests} requests)`, '<=', 0, 'errors', storm.errors),
     target('storm-rate', 'storm grants per second', '>=', 1000, 'grants/s', storm.grantsPerSecond),
     target('data-plane', 'throughput tapgate tap / root-created tap', '>=', 0.97, 'x', dataPlane.status === 'measured' ? dataPlane.ratioToRootTap.tapgate : null),

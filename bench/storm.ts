@@ -1,7 +1,7 @@
 // Benchmark 2: a storm of concurrent open-tap requests from many users.
 //
 // One storm-client process per user connects and sends all of its requests at once; the
-// clients start together when every one of them is ready, so the daemon sees
+// clients start together when every one of them is ready, so the daemon has
 // users × requestsPerUser requests in flight.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,7 +10,7 @@ import { Namespace } from '../test/support/netns.js';
 import { createUser, removeUser, type TestUser } from '../test/support/users.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { userReadableRoot } from '../test/support/env.js';
-import { Cleanup, killGroup } from './fixture.js';
+import { Cleanup, UNLIMITED_REQUESTS, killGroup } from './fixture.js';
 import { summarize, type Summary } from './stats.js';
 import type { StormClientOptions, StormClientResult } from './storm-client.js';
 
@@ -36,6 +36,7 @@ function policy(users: TestUser[], perUser: number): string {
   return `
 [daemon]
 audit_log = "AUDIT_LOG"
+${UNLIMITED_REQUESTS}
 
 [networks.${NETWORK}]
 bridge = "${BRIDGE}"
@@ -73,8 +74,10 @@ function startClient(user: TestUser, options: StormClientOptions): RunningClient
   // The result line arrives while the client still holds its taps.
   const result = new Promise<StormClientResult>((resolve, reject) => {
     child.stdout!.on('data', () => {
-      const line = stdout.split('\n')[1];
-      if (line === undefined || !stdout.slice(stdout.indexOf('\n') + 1).includes('\n')) return;
+      // Complete once stdout is "ready\n", the result and its newline.
+      const lines = stdout.split('\n');
+      if (lines.length < 3) return;
+      const line = lines[1];
       try {
         resolve(JSON.parse(line) as StormClientResult);
       } catch {
