@@ -3,6 +3,7 @@
 
 import type { Summary } from './stats.js';
 import type { BenchResults, Target } from './results.js';
+import type { ScaleStep } from './scale.js';
 import { BACKENDS, type Backend } from './data-plane.js';
 
 const BACKEND_NAMES: Record<Backend, string> = {
@@ -85,7 +86,7 @@ function machineSection(results: BenchResults): string {
     ['CPU', `${machine.cpuModel}, ${machine.cores} cores`],
     ['Memory', `${machine.memoryGiB} GiB`],
     ['Kernel', machine.kernel],
-    ['KVM', machine.kvmDevice ? '/dev/kvm present but not used: guests run under TCG' : 'no /dev/kvm: guests run under TCG'],
+    ['Accelerator', `TCG for every guest: test/support/guest.ts selects it, so KVM is not used (/dev/kvm ${machine.kvmDevice ? 'present' : 'absent'})`],
     ['1-minute load average before → after each benchmark', loadText],
   ];
   const versionRows = [
@@ -185,19 +186,25 @@ function scaleSection(results: BenchResults): string {
     step.daemonRssMiB.toFixed(1), step.settledRssMiB.toFixed(1),
   ]);
   const targets = ['scale-p99', 'scale-growth', 'scale-rss'].map((id) => `- ${find(id)?.description}: ${verdict(find(id))}`).join('\n');
+  const daemonShare = (step: ScaleStep) => ms(step.grant.p50 - step.kernelOnly.p50);
   return `## 3. Scale
 
 One root process in the namespace holds the descriptors of N live taps, all granted by the
 daemon. At each step it times ${scale.grantsPerStep} grants through the daemon, then ${scale.grantsPerStep} runs of the same
 kernel calls without the daemon. As in section 1, each tap is closed at once and the next
 grant waits for its removal. A Linux bridge takes at most 1023 ports (BR_MAX_PORTS is 1024 in
-net/bridge/br_private.h and port 0 is reserved), so the live taps cannot all sit on one bridge: the measured bridge holds up to ${scale.portsPerBridge} of them and
-the rest are spread over other bridges of the same daemon. The daemon's RSS is VmRSS from
+net/bridge/br_private.h and port 0 is reserved), so the live taps cannot all sit on one bridge:
+the measured bridge holds up to ${scale.portsPerBridge} of them and the rest are spread over other bridges of
+the same daemon. The daemon's RSS is VmRSS from
 /proc/PID/status, read right after the grants through the daemon ("busy") and again after
 ${scale.settleMs / 1000} s without requests ("settled"): V8 keeps the young generation that a burst of grants grew
-until its memory reducer runs, which may take longer than that. The RSS target uses the higher reading. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
+until its memory reducer runs, which may take longer than that. The RSS target uses the higher
+reading. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
 
 ${table(['Live taps', 'On measured bridge', 'Daemon p50', 'Daemon p99', 'p50 vs first step', 'Kernel-only p50', 'Kernel-only p99', 'p50 vs first step', 'RSS busy (MiB)', 'RSS settled (MiB)'], rows)}
+
+The daemon's share of a grant (its p50 minus the kernel-only p50) is ${daemonShare(first)} ms with
+${first.liveTaps} live taps and ${daemonShare(last)} ms with ${last.liveTaps}.
 
 ${targets}
 `;
