@@ -1,8 +1,8 @@
 // tapgate-helper: a drop-in for qemu-bridge-helper that needs no privileges.
 //
 // QEMU runs it as `HELPER [--use-vnet] --br=BRIDGE --fd=N` (libvirt puts --fd first) and waits
-// for one descriptor on socket N. Instead of creating the tap itself, it asks the tapgate
-// daemon and forwards the descriptor it gets. It reads no configuration file, so where the
+// for one descriptor on socket N. Instead of creating the tap itself, it requests a tap from the
+// tapgate daemon and forwards the descriptor it gets. It reads no configuration file, so where the
 // binary lives or how it was invoked never changes what is allowed.
 
 import { openTap, DaemonError, DaemonUnreachableError } from '../client/client.js';

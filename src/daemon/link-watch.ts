@@ -1,5 +1,5 @@
 // Follows the kernel's link notifications so that a lease ends as soon as its tap disappears,
-// including when the VM was killed with SIGKILL and no client said goodbye.
+// including when the VM was killed with SIGKILL and no client sent a last request.
 
 import { read } from 'node:fs';
 import { decodeLinkEvents, openLinkEvents, type LinkEvent } from '../sys/rtnl.js';

@@ -35,7 +35,7 @@ export class DaemonStartError extends Error {
   }
 }
 
-/** Removes a socket file left by a daemon that died; refuses to steal one that answers. */
+/** Removes a socket file left by a daemon that died; raises when a live daemon accepts connections on it. */
 function claimSocketPath(path: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   if (!existsSync(path)) return;

@@ -29,7 +29,8 @@ export function loadPolicy(path: string): PolicyState {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'not found' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String(error);
+    const reasons: Record<string, string> = { ENOENT: 'not found', EACCES: 'permission denied', EISDIR: 'is a directory' };
+    const reason = (code && reasons[code]) ?? String(error);
     const message = `Policy file ${path}: ${reason}`;
     return { ok: false, error: message, problems: [message] };
   }

@@ -3,7 +3,7 @@
 export interface Network {
   name: string;
   bridge: string;
-  /** Where the network is defined, as FILE:LINE. */
+  /** Location of the network's table, as FILE:LINE. */
   source: string;
 }
 
@@ -22,7 +22,7 @@ export interface Rule {
   kind: 'allow' | 'deny';
   /** Optional label from the file; shown in decisions and the audit log. */
   label: string | undefined;
-  /** Where the rule starts, as FILE:LINE. */
+  /** Location of the rule's table header, as FILE:LINE. */
   source: string;
   /** User names or decimal uids. */
   users: string[];
@@ -67,7 +67,7 @@ export interface Policy {
   warnings: string[];
 }
 
-/** Who asks, as the kernel reported it for the connection, with names resolved by the daemon. */
+/** The requester, as the kernel reported it for the connection, with names resolved by the daemon. */
 export interface Identity {
   uid: number;
   gid: number;

@@ -72,25 +72,25 @@ function decodeGroup(entry: Buffer, area: Buffer): GroupEntry {
 // Safety for the four look-ups below: glibc writes the struct into `entry` (sized for LP64)
 // and every string it points to into `area`, never beyond `areaSize` bytes.
 
-/** Returns the user with this uid, or undefined when NSS knows none. */
+/** Returns the user with this uid, or undefined when NSS has no entry. */
 export function userById(uid: number): UserEntry | undefined {
   const found = lookup((entry, area, size, result) => libc.getpwuid_r(uid, entry, area, size, result), PASSWD_SIZE, `uid ${uid}`);
   return found && decodeUser(found.entry, found.area);
 }
 
-/** Returns the user with this name, or undefined when NSS knows none. */
+/** Returns the user with this name, or undefined when NSS has no entry. */
 export function userByName(name: string): UserEntry | undefined {
   const found = lookup((entry, area, size, result) => libc.getpwnam_r(name, entry, area, size, result), PASSWD_SIZE, `user ${name}`);
   return found && decodeUser(found.entry, found.area);
 }
 
-/** Returns the group with this name, or undefined when NSS knows none. */
+/** Returns the group with this name, or undefined when NSS has no entry. */
 export function groupByName(name: string): GroupEntry | undefined {
   const found = lookup((entry, area, size, result) => libc.getgrnam_r(name, entry, area, size, result), GROUP_SIZE, `group ${name}`);
   return found && decodeGroup(found.entry, found.area);
 }
 
-/** Returns the group with this gid, or undefined when NSS knows none. */
+/** Returns the group with this gid, or undefined when NSS has no entry. */
 export function groupById(gid: number): GroupEntry | undefined {
   const found = lookup((entry, area, size, result) => libc.getgrgid_r(gid, entry, area, size, result), GROUP_SIZE, `gid ${gid}`);
   return found && decodeGroup(found.entry, found.area);

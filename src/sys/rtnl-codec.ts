@@ -204,7 +204,7 @@ export function decodeLink(payload: Buffer): Link {
   return link;
 }
 
-/** What the tun driver reports about a tap in IFLA_INFO_DATA. */
+/** Tap state the tun driver reports in IFLA_INFO_DATA. */
 export interface TunInfo {
   /** uid set with TUNSETOWNER; absent when none is set. */
   owner?: number;

@@ -104,7 +104,7 @@ export class RtnlSocket {
     if (change.address !== undefined) attributes.push(encodeAttribute(IFLA.ADDRESS, encodeMac(change.address)));
     if (change.alias !== undefined) attributes.push(encodeAttribute(IFLA.IFALIAS, Buffer.from(change.alias, 'utf8')));
     if (change.master !== undefined) attributes.push(encodeAttribute(IFLA.MASTER, u32(change.master)));
-    const flags = change.up === undefined ? 0 : change.up ? IFF_UP : 0;
+    const flags = change.up === true ? IFF_UP : 0;
     const mask = change.up === undefined ? 0 : IFF_UP;
     this.transact(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, index, flags, mask, attributes, object);
   }

@@ -40,7 +40,7 @@ export function removeGroup(name: string): void {
   spawnSync('groupdel', [name]);
 }
 
-/** The setpriv prefix that runs a command as `user` with its groups from /etc/group. */
+/** Returns the setpriv prefix that runs a command as `user` with its groups from /etc/group. */
 export function asUser(user: TestUser): string[] {
   return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--init-groups', '--reset-env', '--'];
 }
