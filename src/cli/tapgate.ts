@@ -27,7 +27,7 @@ Commands:
   doctor [--network NAME] [--json]
                                   find what keeps this user's VMs off the network and print the fixes;
                                   exit status 0 all well, 1 something blocks VMs, 2 warnings only
-  daemon [--config FILE] [--socket PATH] [--log-level LEVEL]
+  daemon [--config FILE] [--socket PATH] [--log-level LEVEL] [--keep-capabilities]
                                   run the privileged daemon (as root or with CAP_NET_ADMIN)
   --version                       print the version
 
@@ -43,13 +43,15 @@ function fail(message: string): number {
 async function daemonCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, socket: { type: 'string' }, 'log-level': { type: 'string' } },
+    options: { config: { type: 'string' }, socket: { type: 'string' }, 'log-level': { type: 'string' }, 'keep-capabilities': { type: 'boolean' } },
     strict: true,
   });
   const level = (values['log-level'] ?? 'info') as Level;
   if (!['error', 'warn', 'info', 'debug'].includes(level)) return fail(`invalid --log-level ${JSON.stringify(level)}; expected error, warn, info or debug`);
   try {
-    await runDaemon({ config: values.config ?? DEFAULT_CONFIG, socket: values.socket ?? DEFAULT_SOCKET, logLevel: level });
+    await runDaemon({
+      config: values.config ?? DEFAULT_CONFIG, socket: values.socket ?? DEFAULT_SOCKET, logLevel: level, keepCapabilities: values['keep-capabilities'] ?? false,
+    });
   } catch (error) {
     if (error instanceof DaemonStartError) return fail(error.message);
     throw error;
@@ -63,8 +65,13 @@ async function daemonCommand(argv: string[]): Promise<number> {
 const SUBCOMMAND_HELP: Record<string, string> = {
   status: 'Usage: tapgate status [--json]\n\nShows the daemon\'s health, its policy file, /dev/net/tun, the networks and this user\'s taps.\n',
   check: 'Usage: tapgate check [--user USER] --network NAME [--json]\n\nExplains whether a request on NAME would be granted now, and which rule decides.\n--user is for root. Exit status 0 when it would be granted.\n',
-  daemon: 'Usage: tapgate daemon [--config FILE] [--socket PATH] [--log-level error|warn|info|debug]\n\nRuns the privileged daemon (as root or with CAP_NET_ADMIN, CAP_SETUID and CAP_SETGID).\n' +
-    `Defaults: --config ${DEFAULT_CONFIG} --socket ${DEFAULT_SOCKET} --log-level info. SIGHUP reloads the policy.\n`,
+  daemon: 'Usage: tapgate daemon [--config FILE] [--socket PATH] [--log-level error|warn|info|debug] [--keep-capabilities]\n\n' +
+    'Runs the privileged daemon (as root or with CAP_NET_ADMIN, CAP_SETUID and CAP_SETGID).\n' +
+    `Defaults: --config ${DEFAULT_CONFIG} --socket ${DEFAULT_SOCKET} --log-level info. SIGHUP reloads the policy.\n\n` +
+    'Started as root with more capabilities than those three, CAP_SETPCAP among them, the daemon removes\n' +
+    'the others from its bounding set and re-executes itself (same pid, arguments and environment), so it\n' +
+    'holds only those three.\n' +
+    '  --keep-capabilities   keep every capability the daemon was started with; do not re-execute\n',
 };
 
 function packageVersion(): string {

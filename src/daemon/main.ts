@@ -1,9 +1,9 @@
 // The tapgate daemon: start-up, request dispatch, reloads and shutdown.
 //
 // Privileges: the daemon needs CAP_NET_ADMIN in the network namespace where taps are created
-// (TUNSETIFF, RTM_NEWLINK on taps). It holds no tap descriptor after a reply is sent.
-// NOTE: it does not yet drop other capabilities when started as full root outside systemd;
-// the shipped unit file restricts it to CAP_NET_ADMIN instead.
+// (TUNSETIFF, RTM_NEWLINK on taps), and CAP_SETUID and CAP_SETGID to read bridge.conf files with
+// the requester's credentials. Started as root with more, it re-executes itself with only these
+// three (see restrictCapabilities). It holds no tap descriptor after a reply is sent.
 
 import { existsSync, mkdirSync, chmodSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -12,6 +12,7 @@ import { RtnlSocket } from '../sys/rtnl.js';
 import { connectUnix } from '../sys/unix.js';
 import { closeFd } from '../sys/fd.js';
 import { createLogger, type Level } from './log.js';
+import { SystemError } from '../sys/errors.js';
 import { AuditLog } from './audit.js';
 import { LeaseTable } from './leases.js';
 import { currentWarnings, loadPolicy, reloadPolicy } from './policy-store.js';
@@ -20,20 +21,18 @@ import { DEFAULT_DAEMON } from '../policy/types.js';
 import { watchLinks } from './link-watch.js';
 import { guardLink } from './tap-guard.js';
 import { dispatch, linkRemoved, probeTun, reconcile, type State } from './handlers.js';
+import { restrictCapabilities } from './privileges.js';
+import { DaemonStartError } from './start-error.js';
 
 export interface DaemonOptions {
   config: string;
   socket: string;
   logLevel: Level;
+  /** Keep every capability the daemon was started with, instead of re-executing with only the needed ones. */
+  keepCapabilities: boolean;
 }
 
-/** A start-up problem that ends the daemon with one message and no stack trace. */
-export class DaemonStartError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DaemonStartError';
-  }
-}
+export { DaemonStartError };
 
 /** Removes a socket file left by a daemon that died; raises when a live daemon accepts connections on it. */
 function claimSocketPath(path: string): void {
@@ -51,6 +50,12 @@ function claimSocketPath(path: string): void {
 /** Runs the daemon until SIGTERM or SIGINT. */
 export async function runDaemon(options: DaemonOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
+  try {
+    restrictCapabilities(logger, options.keepCapabilities);
+  } catch (error) {
+    if (!(error instanceof SystemError)) throw error;
+    throw new DaemonStartError(`Checking the daemon's capabilities failed: ${error.message}`);
+  }
   const policy = loadPolicy(options.config);
   if (!policy.ok) logger.log('error', 'The policy is invalid; every request is denied until it is fixed and reloaded', { error: policy.error });
   const state: State = {

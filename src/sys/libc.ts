@@ -14,6 +14,7 @@ export const libc = {
   open: lib.func('int open(const char *path, int flags, ...)'),
   close: lib.func('int close(int fd)'),
   ioctlPtr: lib.func('int ioctl(int fd, unsigned long request, ...)'),
+  if_nametoindex: lib.func('unsigned int if_nametoindex(const char *name)'),
   socket: lib.func('int socket(int domain, int type, int protocol)'),
   bind: lib.func('int bind(int fd, void *addr, uint32_t addrlen)'),
   connect: lib.func('int connect(int fd, void *addr, uint32_t addrlen)'),
@@ -33,6 +34,12 @@ export const libc = {
   // Raw system calls, for the per-thread credential changes in credentials.ts: glibc's own
   // setgroups() applies to every thread of the process.
   syscall: lib.func('long syscall(long number, ...)'),
+  // Capability sets and re-execution, for capabilities.ts.
+  prctl: lib.func('int prctl(int option, ...)'),
+  capget: lib.func('int capget(void *header, void *data)'),
+  capset: lib.func('int capset(void *header, void *data)'),
+  // argv and envp are JS arrays of strings that end with null; koffi builds the char * arrays.
+  execve: lib.func('int execve(const char *path, const char **argv, const char **envp)'),
 };
 
 /** Returns the errno value the last libc call on this thread left behind. */
