@@ -58,20 +58,17 @@ export function libraryGrant(socketPath: string, network: string): GrantedTap {
 
 /**
  * Makes the kernel calls that the daemon makes for one grant (src/daemon/grant.ts), without
- * the daemon. The calls look up the bridge, create the tap (TUNSETIFF) and look it up, set
- * MTU, MAC and alias, then attach the tap to the bridge and bring it up. Needs CAP_NET_ADMIN
+ * the daemon. The calls look up the bridge, create the tap (TUNSETIFF, then if_nametoindex),
+ * and set MTU, MAC and alias, attach the tap to the bridge and bring it up in one RTM_NEWLINK. Needs CAP_NET_ADMIN
  * in the bridge's namespace. Returns the tap's descriptors.
  */
 export function grantKernelCalls(rtnl: RtnlSocket, bridgeName: string): GrantedTap {
   const bridge = rtnl.getLinkByName(bridgeName);
   if (!bridge) throw new Error(`Bridge ${bridgeName} does not exist`);
   const name = `tgk${randomBytes(4).toString('hex')}`;
-  const { fds } = createTap({ name, queues: 1, vnetHdr: true });
+  const { fds, ifindex } = createTap({ name, queues: 1, vnetHdr: true });
   try {
-    const link = rtnl.getLinkByName(name);
-    if (!link) throw new Error(`Tap ${name} vanished after TUNSETIFF`);
-    rtnl.setLink(link.index, { mtu: bridge.mtu ?? 1500, address: 'fe:ff:ff:ff:ff:ff', alias: `tapgate benchmark ${name}` }, name);
-    rtnl.setLink(link.index, { master: bridge.index, up: true }, name);
+    rtnl.setLink(ifindex, { mtu: bridge.mtu ?? 1500, address: 'fe:ff:ff:ff:ff:ff', alias: `tapgate benchmark ${name}`, master: bridge.index, up: true }, name);
     return { name, fds };
   } catch (error) {
     closeAll(fds);

@@ -25,6 +25,8 @@ export interface TapRequest {
 
 export interface Tap {
   name: string;
+  /** The interface index, read once the device exists. */
+  ifindex: number;
   flags: number;
   /** One open descriptor per queue, owned by the caller. */
   fds: number[];
@@ -97,7 +99,12 @@ export function createTap(request: TapRequest): Tap {
     }
     // No TUNSETOWNER: without an owner, attaching another queue by name needs CAP_NET_ADMIN.
     // QEMU's TUNSETQUEUE on descriptors it already holds needs no owner.
-    return { name: request.name, flags, fds };
+    // if_nametoindex (one SIOCGIFINDEX) costs a few microseconds, an RTM_GETLINK about 0.1 ms.
+    // The name cannot point elsewhere meanwhile: the device lives while `fds` are open, and
+    // renaming it needs CAP_NET_ADMIN.
+    const ifindex = libc.if_nametoindex(request.name) as number;
+    if (ifindex === 0) fail('if_nametoindex', `tap ${request.name}`);
+    return { name: request.name, ifindex, flags, fds };
   } catch (error) {
     closeAll(fds);
     throw error;
