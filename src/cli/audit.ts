@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { parsePolicy } from '../policy/config.js';
 import { DEFAULT_CONFIG } from '../protocol/paths.js';
 import { userByName } from '../sys/accounts.js';
+import type { AuditEntry } from '../protocol/audit-record.js';
 
 export const DEFAULT_AUDIT_LOG = '/var/log/tapgate/audit.log';
 
@@ -25,23 +26,7 @@ Options:
   --config FILE   the policy file that names the audit log (default: ${DEFAULT_CONFIG})
 `;
 
-/** One audit record; every field is present, null where it does not apply. */
-export interface AuditEntry {
-  time: string;
-  event: string;
-  uid: number;
-  user: string | null;
-  pid: number | null;
-  request: Record<string, unknown> | null;
-  decision: string;
-  rule: string | null;
-  reason: string;
-  network: string | null;
-  bridge: string | null;
-  tap: string | null;
-  mac: string | null;
-  lease: string | null;
-}
+export type { AuditEntry };
 
 export class AuditUsageError extends Error {}
 

@@ -1,35 +1,12 @@
 // The audit log: one JSON line per decision and per lease end, appended to a file and
-// copied to the daemon's log.
-//
-// Schema (every field present; null where it does not apply):
-//   time      ISO 8601 UTC timestamp
-//   event     "decision" or "lease-end"
-//   uid, user, pid   the requester as the kernel reported it (pid: the connecting process)
-//   request   the validated request ({op, network, queues, vnetHdr, mac}) or null
-//   decision  "granted", "denied" or "error" for decisions; "ended" for lease ends
-//   rule      the deciding rule as "allow rule "label" at FILE:LINE", or null
-//   reason    a sentence saying why
-//   network, bridge, tap, mac, lease   the lease's network, bridge, tap name, guest MAC and id
+// copied to the daemon's log. The record's fields are described in protocol/audit-record.ts.
 
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from './log.js';
+import type { AuditRecord } from '../protocol/audit-record.js';
 
-export interface AuditRecord {
-  event: 'decision' | 'lease-end';
-  uid: number;
-  user: string | null;
-  pid: number | null;
-  request: Record<string, unknown> | null;
-  decision: 'granted' | 'denied' | 'error' | 'ended';
-  rule: string | null;
-  reason: string;
-  network: string | null;
-  bridge: string | null;
-  tap: string | null;
-  mac: string | null;
-  lease: string | null;
-}
+export type { AuditRecord };
 
 export class AuditLog {
   private failedWrites = 0;
