@@ -18,6 +18,8 @@ packages=(
   kmod                # modinfo, for the guest build
   libcap2-bin         # getcap: the installed helper must carry no file capabilities
   python3             # small socketpair peers in tests
+  gcc                 # the native tapgate-helper (native/tapgate-helper.c)
+  libc6-dev           # its libc headers
 )
 
 missing=()

@@ -5,7 +5,9 @@
 // tapgate daemon and forwards the descriptor it gets. It reads no configuration file, so where the
 // binary lives or how it was invoked never changes what is allowed.
 
+import { fstatSync } from 'node:fs';
 import { openTap, DaemonError, DaemonUnreachableError } from '../client/client.js';
+import { errnoDescription } from '../sys/errors.js';
 import { sendWithFds } from '../sys/unix.js';
 import { closeAll } from '../sys/fd.js';
 import { interfaceNameProblem } from '../protocol/names.js';
@@ -55,6 +57,19 @@ export function parseHelperArguments(argv: readonly string[]): HelperArguments |
   return { useVnet, bridge, fd };
 }
 
+/**
+ * Returns why `fd` cannot be the socket to QEMU, or undefined when it can. Checked before the
+ * request, so that a wrong descriptor does not make the daemon create a tap that is dropped.
+ */
+function channelDescriptorProblem(fd: number): string | undefined {
+  try {
+    return fstatSync(fd).isSocket() ? undefined : 'is not a socket';
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    return `is not an open descriptor: ${errnoDescription(code)} (${code})`;
+  }
+}
+
 /** Runs the helper and returns its exit status. */
 export function runHelper(argv: readonly string[]): number {
   let parsed: HelperArguments | 'help';
@@ -74,6 +89,12 @@ export function runHelper(argv: readonly string[]): number {
   const problem = interfaceNameProblem(parsed.bridge);
   if (problem) {
     process.stderr.write(`tapgate-helper: invalid bridge name ${JSON.stringify(parsed.bridge)}: ${problem}\n`);
+    return 1;
+  }
+
+  const channelProblem = channelDescriptorProblem(parsed.fd);
+  if (channelProblem) {
+    process.stderr.write(`tapgate-helper: --fd=${parsed.fd} ${channelProblem}; QEMU passes a connected Unix socket as --fd\n`);
     return 1;
   }
 

@@ -3,10 +3,11 @@
 // Calls are synchronous and bounded by a timeout, which suits the short-lived helper and
 // launcher processes that use them.
 
+import { constants as osConstants } from 'node:os';
 import { connectUnix, recvWithFds, sendAll } from '../sys/unix.js';
 import { closeAll, closeFd } from '../sys/fd.js';
 import { SystemError, errnoDescription } from '../sys/errors.js';
-import { FrameDecoder, MAX_REPLY_BYTES, encodeFrame } from '../protocol/wire.js';
+import { FrameDecoder, FrameTooLargeError, MAX_REPLY_BYTES, encodeFrame } from '../protocol/wire.js';
 import { MAX_QUEUES, PROTOCOL_VERSION, type ErrorCode, type Reply, type TapGrant } from '../protocol/messages.js';
 import { clientSocketPath } from '../protocol/paths.js';
 
@@ -39,6 +40,25 @@ function unreachable(path: string, error: SystemError): DaemonUnreachableError {
   return new DaemonUnreachableError(path, error.code, `${detail}; ${advice[error.code] ?? 'check that the daemon runs ("systemctl status tapgate")'}`);
 }
 
+function notTapgateReply(socketPath: string): DaemonUnreachableError {
+  return new DaemonUnreachableError(socketPath, 'EPROTO', 'the reply is not a tapgate reply; is a tapgate daemon of a matching version listening there?');
+}
+
+/** Decodes a reply body, or throws when it is not a reply object with a boolean "ok". */
+function parseReply(socketPath: string, body: Buffer): Reply {
+  let reply: unknown;
+  try {
+    reply = JSON.parse(body.toString('utf8'));
+  } catch {
+    reply = undefined;
+  }
+  const fields = reply as Record<string, unknown> | undefined;
+  const wellFormed = typeof fields === 'object' && fields !== null && !Array.isArray(fields) && typeof fields.ok === 'boolean' &&
+    (fields.ok || (typeof fields.error === 'object' && fields.error !== null && typeof (fields.error as { message?: unknown }).message === 'string'));
+  if (!wellFormed) throw notTapgateReply(socketPath);
+  return reply as Reply;
+}
+
 /**
  * Sends one request and returns the reply with any descriptors it carried (owned by the caller).
  * @throws DaemonUnreachableError when the socket cannot be used or no reply arrives in time.
@@ -52,6 +72,11 @@ export function call(message: Record<string, unknown>, socketPath = clientSocket
     throw error;
   }
   const fds: number[] = [];
+  // Each recvmsg() waits up to timeoutMs by itself, so without a deadline a daemon that sends
+  // one byte at a time could hold the caller for ever.
+  // NOTE: a reply can still take up to twice timeoutMs, because the deadline is checked only
+  // between reads. src/sys/unix.ts offers no way to shorten the socket timeout as time passes.
+  const deadline = Date.now() + timeoutMs;
   try {
     sendAll(fd, encodeFrame({ version: PROTOCOL_VERSION, ...message }));
     const decoder = new FrameDecoder(MAX_REPLY_BYTES);
@@ -62,11 +87,15 @@ export function call(message: Record<string, unknown>, socketPath = clientSocket
         throw new DaemonUnreachableError(socketPath, 'EOF', 'the daemon closed the connection without a complete reply; see its log');
       }
       const frames = decoder.push(received.data);
-      if (frames.length > 0) return { reply: JSON.parse(frames[0].toString('utf8')) as Reply, fds };
+      if (frames.length > 0) return { reply: parseReply(socketPath, frames[0]), fds };
+      if (Date.now() >= deadline) throw new SystemError('recvmsg', socketPath, osConstants.errno.EAGAIN);
     }
   } catch (error) {
     closeAll(fds);
     if (error instanceof SystemError) throw unreachable(socketPath, error);
+    if (error instanceof FrameTooLargeError) {
+      throw new DaemonUnreachableError(socketPath, 'EPROTO', `${error.message}; is a tapgate daemon listening there?`);
+    }
     throw error;
   } finally {
     closeFd(fd);
@@ -92,14 +121,24 @@ export function openTap(options: OpenTapOptions): { grant: TapGrant; fds: number
   const message: Record<string, unknown> = { op: 'open-tap', network: options.network, queues: options.queues ?? 1, vnetHdr: options.vnetHdr ?? false };
   if (options.mac) message.mac = options.mac;
   if (options.macChosenByVmm) message.macChosenByVmm = true;
-  const { reply, fds } = call(message, options.socketPath, options.timeoutMs);
+  const socketPath = options.socketPath ?? clientSocketPath();
+  const { reply, fds } = call(message, socketPath, options.timeoutMs);
   if (!reply.ok) {
     closeAll(fds);
     throw new DaemonError(reply.error.code, reply.error.message);
   }
-  if (reply.op !== 'open-tap' || fds.length !== (reply as { tap: TapGrant }).tap.queues) {
+  const tap = (reply as { tap?: unknown }).tap as Partial<TapGrant> | null | undefined;
+  if (reply.op !== 'open-tap' || typeof tap !== 'object' || tap === null || typeof tap.queues !== 'number') {
     closeAll(fds);
-    throw new DaemonError('internal', `The daemon's reply carried ${fds.length} descriptors for a tap with ${(reply as { tap?: TapGrant }).tap?.queues} queues`);
+    throw notTapgateReply(socketPath);
   }
-  return { grant: (reply as { tap: TapGrant }).tap, fds };
+  if (tap.queues !== message.queues) {
+    closeAll(fds);
+    throw new DaemonError('internal', `The daemon's reply granted a tap with ${tap.queues} queues, but the request asked for ${message.queues}`);
+  }
+  if (fds.length !== tap.queues) {
+    closeAll(fds);
+    throw new DaemonError('internal', `The daemon's reply carried ${fds.length} descriptors for a tap with ${tap.queues} queues`);
+  }
+  return { grant: tap as TapGrant, fds };
 }

@@ -29,6 +29,9 @@ const errnoText: Record<string, string> = {
   EPIPE: 'broken pipe',
   ENFILE: 'too many open files in system',
   EMFILE: 'too many open files',
+  EBADF: 'bad file descriptor',
+  ENOTSOCK: 'socket operation on non-socket',
+  ETIMEDOUT: 'connection timed out',
 };
 
 /** Returns the usual lower-case description of an errno name. */
