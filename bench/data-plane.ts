@@ -17,7 +17,7 @@ import { Namespace } from '../test/support/netns.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { REPO_ROOT, userReadableRoot } from '../test/support/env.js';
 import type { GuestPaths } from '../test/support/guest.js';
-import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, runWorker, temporaryDirectory, unitDaemonOptions, UNLIMITED_REQUESTS } from './fixture.js';
 import { helperPath } from './helper-spawn.js';
 import { ACCELERATOR, benchGuestPaths, describeGuestFailure, runGuest } from './guest-run.js';
 import { median } from './stats.js';
@@ -215,7 +215,7 @@ export async function runDataPlane(repetitions: number, seconds: number, guestPr
     namespace.addBridge(BRIDGE, { cidr: `${HOST_ADDRESS}/24` });
     // passt copies its guest's address and gateway from the interface with the default route.
     namespace.ip('route', 'add', 'default', 'via', PASST_GATEWAY);
-    const daemon = await startDaemon(namespace, policy());
+    const daemon = await startDaemon(namespace, policy(), unitDaemonOptions());
     cleanup.add('stop daemon', () => daemon.stop());
 
     const task: DataPlaneTask = {

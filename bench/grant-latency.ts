@@ -2,12 +2,15 @@
 //
 // One run measures three ways to get a tap on the same bridge:
 //   library             openTap() from the client library, in one long-lived process
-//   tapgate-helper      bin/tapgate-helper started per tap, as QEMU starts a bridge helper
+//   tapgate-helper      the native helper (dist/native/tapgate-helper, what install.sh installs)
+//                       started per tap, as QEMU starts a bridge helper
+//   tapgate-helper/Node the Node build of the same helper, started the same way
 //   qemu-bridge-helper  Debian's helper, started the same way as root (the reference)
 // Helper runs alternate between the two helpers, so drift on the machine affects both alike.
 // A fourth series, kernelOnly, makes the kernel calls of one grant directly from a root
 // process: the share of a grant that no daemon code can remove.
 
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Namespace } from '../test/support/netns.js';
 import { createUser, removeUser, type TestUser } from '../test/support/users.js';
@@ -15,7 +18,7 @@ import { startDaemon } from '../test/support/daemon.js';
 import { userReadableRoot } from '../test/support/env.js';
 import { RtnlSocket } from '../src/sys/rtnl.js';
 import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
-import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, runWorker, temporaryDirectory, unitDaemonOptions, UNLIMITED_REQUESTS } from './fixture.js';
 import { helperPath, runHelperOnce, type HelperCommand } from './helper-spawn.js';
 import { grantKernelCalls, libraryGrant, timeGrants, waitForRemoval } from './grant-timing.js';
 import { summarize, type Summary } from './stats.js';
@@ -28,13 +31,13 @@ export interface GrantLatencyResult {
   grantsPerSeries: number;
   warmupPerSeries: number;
   /** Latency to a usable descriptor, per way of getting a tap (ms). */
-  series: { library: Summary; tapgateHelper: Summary; qemuBridgeHelper: Summary };
+  series: { library: Summary; tapgateHelper: Summary; tapgateHelperNode: Summary; qemuBridgeHelper: Summary };
   /** Time of a grant's kernel calls alone, without the daemon (ms). */
   kernelOnly: Summary;
   /** Latency to the descriptor's arrival, before the helper exits (ms). */
-  helperFdArrival: { tapgateHelper: Summary; qemuBridgeHelper: Summary };
+  helperFdArrival: { tapgateHelper: Summary; tapgateHelperNode: Summary; qemuBridgeHelper: Summary };
   /** p50 of the reference divided by p50 of each tapgate path: how many times faster tapgate is. */
-  speedupOverReference: { library: number; tapgateHelper: number };
+  speedupOverReference: { library: number; tapgateHelper: number; tapgateHelperNode: number };
 }
 
 export interface LibraryGrantTask {
@@ -128,7 +131,7 @@ export async function runGrantLatency(count: number, warmup: number): Promise<Gr
     namespace.addBridge(BRIDGE, { cidr: '10.77.0.1/24' });
     const user = createUser('tgbu');
     cleanup.add('remove user', () => removeUser(user));
-    const daemon = await startDaemon(namespace, policy(user));
+    const daemon = await startDaemon(namespace, policy(user), unitDaemonOptions());
     cleanup.add('stop daemon', () => daemon.stop());
     const asUser = { uid: user.uid, gid: user.gid };
 
@@ -139,8 +142,13 @@ export async function runGrantLatency(count: number, warmup: number): Promise<Gr
     const kernel = await runWorker<{ samplesMs: number[] }>(kernelTask, { namespace: namespace.name, timeoutMs: 60_000 + count * 100 });
 
     const env = { PATH: helperPath() };
+    const userEnv = { ...env, TAPGATE_SOCKET: daemon.socket };
+    const root = userReadableRoot();
+    const native = join(root, 'dist', 'native', 'tapgate-helper');
+    if (!existsSync(native)) throw new Error(`${native} is missing; build it with "sh scripts/build-native.sh" (needs gcc and libc6-dev)`);
     const helpers: Record<string, HelperCommand> = {
-      tapgateHelper: { path: join(userReadableRoot(), 'bin', 'tapgate-helper'), env: { ...env, TAPGATE_SOCKET: daemon.socket }, user: asUser },
+      tapgateHelper: { path: native, env: userEnv, user: asUser },
+      tapgateHelperNode: { path: process.execPath, args: [join(root, 'dist', 'src', 'cli', 'main-helper.js')], env: userEnv, user: asUser },
       qemuBridgeHelper: { path: BRIDGE_HELPER, env },
     };
     const helperTask: HelperGrantTask = { kind: 'helper-grants', bridge: BRIDGE, aclDirectory: temporaryDirectory(cleanup, 'tgbench-acl'), hostMountNamespace: mountNamespace(), helpers, count, warmup };
@@ -149,6 +157,7 @@ export async function runGrantLatency(count: number, warmup: number): Promise<Gr
     const series = {
       library: summarize(library.samplesMs),
       tapgateHelper: summarize(spawned.tapgateHelper.usableMs),
+      tapgateHelperNode: summarize(spawned.tapgateHelperNode.usableMs),
       qemuBridgeHelper: summarize(spawned.qemuBridgeHelper.usableMs),
     };
     return {
@@ -157,10 +166,15 @@ export async function runGrantLatency(count: number, warmup: number): Promise<Gr
       warmupPerSeries: warmup,
       series,
       kernelOnly: summarize(kernel.samplesMs),
-      helperFdArrival: { tapgateHelper: summarize(spawned.tapgateHelper.fdMs), qemuBridgeHelper: summarize(spawned.qemuBridgeHelper.fdMs) },
+      helperFdArrival: {
+        tapgateHelper: summarize(spawned.tapgateHelper.fdMs),
+        tapgateHelperNode: summarize(spawned.tapgateHelperNode.fdMs),
+        qemuBridgeHelper: summarize(spawned.qemuBridgeHelper.fdMs),
+      },
       speedupOverReference: {
         library: series.qemuBridgeHelper.p50 / series.library.p50,
         tapgateHelper: series.qemuBridgeHelper.p50 / series.tapgateHelper.p50,
+        tapgateHelperNode: series.qemuBridgeHelper.p50 / series.tapgateHelperNode.p50,
       },
     };
   } finally {

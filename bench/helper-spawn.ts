@@ -14,6 +14,8 @@ import { elapsedMs } from './stats.js';
 export interface HelperCommand {
   /** Executable QEMU would run (its helper= value). */
   path: string;
+  /** Arguments before QEMU's: the script, when `path` is an interpreter. */
+  args?: string[];
   /** Environment of the helper, as QEMU would pass its own. */
   env: Record<string, string>;
   /** Run as this user instead of root. */
@@ -66,7 +68,7 @@ export async function runHelperOnce(helper: HelperCommand, bridge: string): Prom
   const start = process.hrtime.bigint();
   let child;
   try {
-    child = spawn(helper.path, ['--use-vnet', `--fd=${CHILD_FD}`, `--br=${bridge}`], {
+    child = spawn(helper.path, [...(helper.args ?? []), '--use-vnet', `--fd=${CHILD_FD}`, `--br=${bridge}`], {
       stdio: ['ignore', 'ignore', 'pipe', childEnd],
       env: helper.env,
       uid: helper.user?.uid,

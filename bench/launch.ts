@@ -13,7 +13,7 @@ import { startDaemon } from '../test/support/daemon.js';
 import { REPO_ROOT, userReadableRoot } from '../test/support/env.js';
 import { guestPaths, type GuestPaths } from '../test/support/guest.js';
 import { BRIDGE_HELPER, installBridgeAcl, mountNamespace } from './bridge-acl.js';
-import { Cleanup, UNLIMITED_REQUESTS, runWorker, temporaryDirectory } from './fixture.js';
+import { Cleanup, runWorker, temporaryDirectory, unitDaemonOptions, UNLIMITED_REQUESTS } from './fixture.js';
 import { helperPath } from './helper-spawn.js';
 import { ACCELERATOR, describeGuestFailure, runGuest } from './guest-run.js';
 import { elapsedMs, median } from './stats.js';
@@ -136,7 +136,7 @@ export async function runLaunch(repetitions: number, guestProblem: string | unde
     const namespace = new Namespace('tgbench-launch');
     cleanup.add('remove namespace', () => namespace.destroy());
     namespace.addBridge(BRIDGE, { cidr: '10.79.0.1/24' });
-    const daemon = await startDaemon(namespace, policy());
+    const daemon = await startDaemon(namespace, policy(), unitDaemonOptions());
     cleanup.add('stop daemon', () => daemon.stop());
 
     const task: LaunchTask = {

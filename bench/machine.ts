@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { unitNodeOptions } from './fixture.js';
 
 export interface Machine {
   cpuModel: string;
@@ -26,6 +27,8 @@ export interface Versions {
   iperf3: string;
   /** The guest kernel package, from .cache/guest/build.stamp. */
   guestKernel: string;
+  /** NODE_OPTIONS the daemon ran with: the systemd unit's, see unitNodeOptions in fixture.ts. */
+  daemonNodeOptions: string;
 }
 
 function firstLine(command: string, args: string[]): string {
@@ -68,5 +71,6 @@ export function describeVersions(repoRoot: string): Versions {
     passt: packageVersion('passt'),
     iperf3: firstLine('iperf3', ['--version']),
     guestKernel,
+    daemonNodeOptions: unitNodeOptions() || 'none',
   };
 }

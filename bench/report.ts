@@ -98,6 +98,7 @@ function machineSection(results: BenchResults): string {
     ['passt', versions.passt],
     ['iperf3', versions.iperf3],
     ['Guest kernel', versions.guestKernel],
+    ['Daemon NODE_OPTIONS (from packaging/tapgate.service)', versions.daemonNodeOptions],
   ];
   return `## Machine\n\n${table(['', ''], machineRows)}\n\n## Versions\n\n${table(['', ''], versionRows)}\n`;
 }
@@ -121,7 +122,8 @@ function grantSection(results: BenchResults): string {
   const reference = grant.series.qemuBridgeHelper.p50;
   const rows = [
     ['client library, one process', ...summaryCells(grant.series.library), speed(reference, grant.series.library.p50), `${verdict(find('grant-p50'))}; speed-up ${verdict(find('grant-speedup'))}`],
-    ['tapgate-helper, spawned per tap', ...summaryCells(grant.series.tapgateHelper), speed(reference, grant.series.tapgateHelper.p50), ''],
+    ['tapgate-helper (native), spawned per tap', ...summaryCells(grant.series.tapgateHelper), speed(reference, grant.series.tapgateHelper.p50), ''],
+    ['tapgate-helper (Node build), spawned per tap', ...summaryCells(grant.series.tapgateHelperNode), speed(reference, grant.series.tapgateHelperNode.p50), ''],
     ['qemu-bridge-helper, spawned per tap (reference)', ...summaryCells(grant.series.qemuBridgeHelper), 'reference', ''],
     ['kernel calls of one grant, no daemon', ...summaryCells(grant.kernelOnly), '', ''],
   ];
@@ -135,17 +137,19 @@ lock and would otherwise land in the next grant's time. The library series calls
 an unprivileged user. The two helpers are started as QEMU 7.2 starts
 a bridge helper (\`net_bridge_run_helper\`): a socketpair, \`HELPER --use-vnet --fd=3 --br=BRIDGE\`,
 a blocking \`recvmsg\` for the descriptor, then \`waitpid\`; the tap counts as usable when the helper
-has exited with status 0, as in QEMU. tapgate-helper runs as the test user (bin/tapgate-helper,
-a shell wrapper that starts Node); qemu-bridge-helper runs as root, without setuid, with an ACL
-on an /etc overlay that only its process sees. The runs of the two helpers alternate. The kernel
-row issues the same kernel calls as the daemon (bridge and tap look-ups, TUNSETIFF, two
+has exited with status 0, as in QEMU. tapgate-helper runs as the test user, once as the native
+binary that install.sh installs (dist/native/tapgate-helper) and once as its Node build
+(\`node dist/src/cli/main-helper.js\`); qemu-bridge-helper runs as root, without setuid, with an
+ACL on an /etc overlay that only its process sees. The runs of the helpers alternate. The kernel
+row issues the same kernel calls as the daemon (a bridge look-up, TUNSETIFF, if_nametoindex and one
 RTM_NEWLINK) from one root process.
 
 ${table(['Path', 'p50', 'p90', 'p99', 'p50 vs reference', 'Target'], rows)}
 
 The kernel calls alone take ${kernelShare.toFixed(0)} % of the library's p50. The descriptor
-arrives before the helper exits: p50 ${ms(grant.helperFdArrival.tapgateHelper.p50)} ms for tapgate-helper and
-${ms(grant.helperFdArrival.qemuBridgeHelper.p50)} ms for qemu-bridge-helper.
+arrives before the helper exits: p50 ${ms(grant.helperFdArrival.tapgateHelper.p50)} ms for the native tapgate-helper,
+${ms(grant.helperFdArrival.tapgateHelperNode.p50)} ms for its Node build and ${ms(grant.helperFdArrival.qemuBridgeHelper.p50)} ms for qemu-bridge-helper.
+The Node build's extra time is Node's own start-up.
 `;
 }
 

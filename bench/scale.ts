@@ -13,7 +13,7 @@ import { Namespace } from '../test/support/netns.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { closeAll } from '../src/sys/fd.js';
 import { RtnlSocket } from '../src/sys/rtnl.js';
-import { Cleanup, UNLIMITED_REQUESTS, runWorker } from './fixture.js';
+import { Cleanup, runWorker, unitDaemonOptions, UNLIMITED_REQUESTS } from './fixture.js';
 import { grantKernelCalls, libraryGrant, timeGrants } from './grant-timing.js';
 import { elapsedMs, summarize, type Summary } from './stats.js';
 
@@ -140,7 +140,7 @@ export async function runScale(steps: number[], grants: number, warmup: number, 
     const namespace = new Namespace('tgbench-scale');
     cleanup.add('remove namespace', () => namespace.destroy());
     networks.forEach((_, index) => namespace.addBridge(`tgbs${index}`));
-    const daemon = await startDaemon(namespace, policy(networks));
+    const daemon = await startDaemon(namespace, policy(networks), unitDaemonOptions());
     cleanup.add('stop daemon', () => daemon.stop());
 
     // The worker runs as root in the namespace because the kernel-only grants need CAP_NET_ADMIN there.

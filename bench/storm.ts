@@ -10,7 +10,7 @@ import { Namespace } from '../test/support/netns.js';
 import { createUser, removeUser, type TestUser } from '../test/support/users.js';
 import { startDaemon } from '../test/support/daemon.js';
 import { userReadableRoot } from '../test/support/env.js';
-import { Cleanup, UNLIMITED_REQUESTS, killGroup } from './fixture.js';
+import { Cleanup, killGroup, unitDaemonOptions, UNLIMITED_REQUESTS } from './fixture.js';
 import { summarize, type Summary } from './stats.js';
 import type { StormClientOptions, StormClientResult } from './storm-client.js';
 
@@ -106,7 +106,7 @@ export async function runStorm(userCount: number, perUser: number): Promise<Stor
       users.push(user);
       cleanup.add(`remove user ${user.name}`, () => removeUser(user));
     }
-    const daemon = await startDaemon(namespace, policy(users, perUser));
+    const daemon = await startDaemon(namespace, policy(users, perUser), unitDaemonOptions());
     cleanup.add('stop daemon', () => daemon.stop());
 
     const options: StormClientOptions = { socket: daemon.socket, network: NETWORK, requests: perUser, timeoutMs: CLIENT_TIMEOUT_MS };

@@ -75,9 +75,11 @@ describe('benchmark quick mode', { skip: privilegedSkipReason(), timeout: RUN_TI
     }
     assertSummary(grant.kernelOnly, 'grantLatency.kernelOnly');
     assertSummary(grant.helperFdArrival.tapgateHelper, 'grantLatency.helperFdArrival.tapgateHelper');
+    assertSummary(grant.helperFdArrival.tapgateHelperNode, 'grantLatency.helperFdArrival.tapgateHelperNode');
     assertSummary(grant.helperFdArrival.qemuBridgeHelper, 'grantLatency.helperFdArrival.qemuBridgeHelper');
     assertPositive(grant.speedupOverReference.library, 'speedupOverReference.library');
     assertPositive(grant.speedupOverReference.tapgateHelper, 'speedupOverReference.tapgateHelper');
+    assertPositive(grant.speedupOverReference.tapgateHelperNode, 'speedupOverReference.tapgateHelperNode');
   });
 
   test('storm counts add up', () => {
