@@ -13,6 +13,8 @@
  */
 
 #define _GNU_SOURCE
+#include "json.h"
+#include "text.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -37,13 +39,6 @@
 #define MAX_REPLY_BYTES (4 * 1024 * 1024)
 /* Linux's limit on descriptors in one SCM_RIGHTS message (SCM_MAX_FD in include/net/scm.h). */
 #define SCM_MAX_FD 253
-/*
- * Replies nest three levels deep. Deeper values are rejected so that recursion stays bounded.
- * NOTE: JSON.parse() in the Node build accepts any depth, so only this build rejects a reply
- * with a value nested deeper than this in a field that neither build reads.
- */
-#define MAX_JSON_DEPTH 16
-#define REPLACEMENT_CHARACTER "\xef\xbf\xbd"
 
 static const char usage[] =
 	"Usage: tapgate-helper [--use-vnet] --br=BRIDGE --fd=UNIXFD\n"
@@ -93,6 +88,16 @@ static void fail(const char *format, ...)
 	exit(1);
 }
 
+/* Returns `value` quoted as JSON.stringify() would; see json_quote(). */
+static char *quote(const char *value)
+{
+	char *quoted = json_quote(value);
+
+	if (!quoted)
+		fail("out of memory");
+	return quoted;
+}
+
 static void usage_error(const char *format, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void usage_error(const char *format, ...)
@@ -130,136 +135,6 @@ static const char *errno_text(int error)
 	if (text[0] >= 'A' && text[0] <= 'Z')
 		text[0] = (char)(text[0] - 'A' + 'a');
 	return text;
-}
-
-/* The pairs of a JSON short escape: the byte, then the letter after the backslash. */
-static const char short_escapes[][2] = {
-	{ '"', '"' }, { '\\', '\\' }, { '\b', 'b' }, { '\f', 'f' }, { '\n', 'n' }, { '\r', 'r' }, { '\t', 't' },
-};
-
-/* Returns the letter that escapes byte `c` in JSON, or 0 when it has no short escape. */
-static char escape_letter(char c)
-{
-	for (size_t i = 0; i < sizeof(short_escapes) / sizeof(short_escapes[0]); i++)
-		if (short_escapes[i][0] == c)
-			return short_escapes[i][1];
-	return 0;
-}
-
-/* Returns the byte that the escape letter `letter` stands for, or 0 when it is not one. */
-static char escaped_byte(char letter)
-{
-	if (letter == '/')
-		return '/';
-	for (size_t i = 0; i < sizeof(short_escapes) / sizeof(short_escapes[0]); i++)
-		if (short_escapes[i][1] == letter)
-			return short_escapes[i][0];
-	return 0;
-}
-
-/*
- * Returns the length of the UTF-8 sequence at `s` (of `available` bytes) and stores its code
- * point in `*point`, or returns 0 when it is not valid UTF-8. Then `*invalid` is the length of
- * its maximal invalid prefix, which the WHATWG Encoding Standard's decoder (Node's
- * Buffer.toString() among them) replaces with one U+FFFD before it reads the next byte.
- */
-static size_t utf8_sequence(const unsigned char *s, size_t available, uint32_t *point, size_t *invalid)
-{
-	unsigned char low = 0x80, high = 0xbf;
-	size_t length;
-
-	*invalid = 1;
-	if (s[0] < 0x80) {
-		*point = s[0];
-		return 1;
-	}
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		length = 2;
-		*point = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		length = 3;
-		*point = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		length = 4;
-		*point = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	/* These bounds on the second byte exclude overlong forms, surrogates and points past U+10FFFF. */
-	if (s[0] == 0xe0)
-		low = 0xa0;
-	else if (s[0] == 0xed)
-		high = 0x9f;
-	else if (s[0] == 0xf0)
-		low = 0x90;
-	else if (s[0] == 0xf4)
-		high = 0x8f;
-	for (size_t i = 1; i < length; i++) {
-		if (i >= available || s[i] < low || s[i] > high) {
-			*invalid = i;
-			return 0;
-		}
-		*point = *point << 6 | (s[i] & 0x3f);
-		low = 0x80;
-		high = 0xbf;
-	}
-	return length;
-}
-
-/*
- * Returns `value` as JSON.stringify() writes it once Node has decoded it from argv: quoted,
- * with quotes, backslashes and control bytes escaped and invalid UTF-8 as U+FFFD.
- */
-static char *json_quote(const char *value)
-{
-	size_t bytes = strlen(value);
-	/* "\u00XX" for one byte is the longest form, and U+FFFD takes 3 bytes for at least one. */
-	char *out = malloc(bytes * 6 + 3);
-	size_t length = 0;
-
-	if (!out)
-		fail("out of memory");
-	out[length++] = '"';
-	for (const unsigned char *c = (const unsigned char *)value; *c;) {
-		uint32_t point;
-		size_t invalid;
-		size_t size = utf8_sequence(c, bytes - (size_t)((const char *)c - value), &point, &invalid);
-		char letter = escape_letter((char)*c);
-
-		if (size == 0) {
-			memcpy(out + length, REPLACEMENT_CHARACTER, 3);
-			length += 3;
-			c += invalid;
-			continue;
-		}
-		if (letter) {
-			out[length++] = '\\';
-			out[length++] = letter;
-		} else if (*c < 0x20) {
-			length += (size_t)sprintf(out + length, "\\u%04x", *c);
-		} else {
-			memcpy(out + length, c, size);
-			length += size;
-		}
-		c += size;
-	}
-	out[length++] = '"';
-	out[length] = '\0';
-	return out;
-}
-
-/*
- * Returns whether JavaScript's \s matches `point`: the ECMAScript WhiteSpace and
- * LineTerminator code points, with Unicode's Zs category as of Unicode 15.
- */
-static bool is_javascript_space(uint32_t point)
-{
-	switch (point) {
-	case '\t': case '\n': case '\v': case '\f': case '\r': case ' ':
-	case 0xa0: case 0x1680: case 0x2028: case 0x2029: case 0x202f: case 0x205f: case 0x3000: case 0xfeff:
-		return true;
-	}
-	return point >= 0x2000 && point <= 0x200a;
 }
 
 /*
@@ -313,11 +188,11 @@ static bool parse_arguments(int argc, char **argv, struct arguments *parsed)
 			size_t digits = strspn(text, "0123456789");
 
 			if (digits == 0 || digits > 9 || text[digits] != '\0')
-				usage_error("invalid --fd value %s: expected a descriptor number", json_quote(text));
+				usage_error("invalid --fd value %s: expected a descriptor number", quote(text));
 			parsed->fd = atoi(text);
 			have_fd = true;
 		} else {
-			usage_error("unknown argument %s", json_quote(argument));
+			usage_error("unknown argument %s", quote(argument));
 		}
 	}
 	if (!parsed->bridge)
@@ -421,7 +296,7 @@ static int connect_daemon(const char *path)
 
 static void send_request(int fd, const char *path, const struct arguments *arguments)
 {
-	char *network = json_quote(arguments->bridge);
+	char *network = quote(arguments->bridge);
 	char frame[512];
 	int body;
 
@@ -512,307 +387,23 @@ struct reply {
 	size_t message_length;
 };
 
-struct json {
-	const char *at;
-	const char *end;
-};
-
-static void skip_space(struct json *json)
-{
-	while (json->at < json->end && (*json->at == ' ' || *json->at == '\t' || *json->at == '\n' || *json->at == '\r'))
-		json->at++;
-}
-
-static bool take(struct json *json, char expected)
-{
-	skip_space(json);
-	if (json->at < json->end && *json->at == expected) {
-		json->at++;
-		return true;
-	}
-	return false;
-}
-
-/* Consumes `literal` when the text continues with it. */
-static bool take_literal(struct json *json, const char *literal)
-{
-	size_t length = strlen(literal);
-
-	if ((size_t)(json->end - json->at) < length || memcmp(json->at, literal, length) != 0)
-		return false;
-	json->at += length;
-	return true;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static bool read_hex4(struct json *json, uint32_t *value)
-{
-	*value = 0;
-	if (json->end - json->at < 4)
-		return false;
-	for (int i = 0; i < 4; i++) {
-		int digit = hex_value(*json->at++);
-
-		if (digit < 0)
-			return false;
-		*value = *value << 4 | (uint32_t)digit;
-	}
-	return true;
-}
-
-/*
- * Appends `size` bytes to a decoded string. `*length` counts every byte, but bytes are stored
- * only while they fit in `capacity` with room for a NUL.
- */
-static void append(char *out, size_t capacity, size_t *length, const char *bytes, size_t size)
-{
-	if (out && *length + size < capacity)
-		memcpy(out + *length, bytes, size);
-	*length += size;
-}
-
-/* Appends code point `point` as UTF-8. */
-static void append_point(char *out, size_t capacity, size_t *length, uint32_t point)
-{
-	char bytes[4];
-	size_t size;
-
-	if (point < 0x80) {
-		bytes[0] = (char)point;
-		size = 1;
-	} else if (point < 0x800) {
-		bytes[0] = (char)(0xc0 | point >> 6);
-		bytes[1] = (char)(0x80 | (point & 0x3f));
-		size = 2;
-	} else if (point < 0x10000) {
-		bytes[0] = (char)(0xe0 | point >> 12);
-		bytes[1] = (char)(0x80 | (point >> 6 & 0x3f));
-		bytes[2] = (char)(0x80 | (point & 0x3f));
-		size = 3;
-	} else {
-		bytes[0] = (char)(0xf0 | point >> 18);
-		bytes[1] = (char)(0x80 | (point >> 12 & 0x3f));
-		bytes[2] = (char)(0x80 | (point >> 6 & 0x3f));
-		bytes[3] = (char)(0x80 | (point & 0x3f));
-		size = 4;
-	}
-	append(out, capacity, length, bytes, size);
-}
-
-/*
- * Completes a \\u escape that may be the high half of a surrogate pair. JSON allows unpaired
- * surrogates; like Node writing such a string, they become U+FFFD.
- */
-static uint32_t read_surrogate_pair(struct json *json, uint32_t point)
-{
-	uint32_t low;
-
-	if (point < 0xd800 || point > 0xdfff)
-		return point;
-	if (point >= 0xdc00 || json->end - json->at < 6 || json->at[0] != '\\' || json->at[1] != 'u')
-		return 0xfffd;
-	struct json lookahead = { .at = json->at + 2, .end = json->end };
-
-	if (!read_hex4(&lookahead, &low) || low < 0xdc00 || low > 0xdfff)
-		return 0xfffd;
-	json->at = lookahead.at;
-	return 0x10000 + ((point - 0xd800) << 10) + (low - 0xdc00);
-}
-
-/* Decodes the escape after a backslash. */
-static bool read_escape(struct json *json, char *out, size_t capacity, size_t *length)
-{
-	uint32_t point;
-	char escape;
-
-	if (json->at >= json->end)
-		return false;
-	escape = *json->at++;
-	if (escape == 'u') {
-		if (!read_hex4(json, &point))
-			return false;
-		point = read_surrogate_pair(json, point);
-	} else {
-		point = (unsigned char)escaped_byte(escape);
-		if (point == 0)
-			return false;
-	}
-	append_point(out, capacity, length, point);
-	return true;
-}
-
-/*
- * Reads a string into `out` (NULL to skip it), storing its decoded length in `*length`.
- * Invalid UTF-8 decodes to U+FFFD, as Node decodes the whole body before JSON.parse().
- */
-static bool read_string(struct json *json, char *out, size_t capacity, size_t *length)
-{
-	*length = 0;
-	if (!take(json, '"'))
-		return false;
-	while (json->at < json->end) {
-		const unsigned char *c = (const unsigned char *)json->at;
-		uint32_t point;
-		size_t invalid;
-		size_t size;
-
-		if (*c == '"') {
-			json->at++;
-			/* A truncated string is stored as "", so callers compare its length as well. */
-			if (out)
-				out[*length < capacity ? *length : 0] = '\0';
-			return true;
-		}
-		if (*c < 0x20)
-			return false;
-		if (*c == '\\') {
-			json->at++;
-			if (!read_escape(json, out, capacity, length))
-				return false;
-			continue;
-		}
-		size = utf8_sequence(c, (size_t)(json->end - json->at), &point, &invalid);
-		if (size == 0) {
-			append(out, capacity, length, REPLACEMENT_CHARACTER, 3);
-			json->at += invalid;
-		} else {
-			append(out, capacity, length, json->at, size);
-			json->at += size;
-		}
-	}
-	return false;
-}
-
-static size_t count_digits(const char *at, const char *end)
-{
-	size_t count = 0;
-
-	while (at + count < end && at[count] >= '0' && at[count] <= '9')
-		count++;
-	return count;
-}
-
-/*
- * Consumes a number as JSON spells it: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
- * strtod() would also take "+1", "01", ".5", "0x10", "nan" and "inf", which JSON.parse() rejects.
- */
-static bool read_number(struct json *json)
-{
-	const char *at = json->at;
-	size_t digits;
-
-	if (at < json->end && *at == '-')
-		at++;
-	digits = count_digits(at, json->end);
-	if (digits == 0 || (digits > 1 && *at == '0'))
-		return false;
-	at += digits;
-	if (at < json->end && *at == '.') {
-		at++;
-		digits = count_digits(at, json->end);
-		if (digits == 0)
-			return false;
-		at += digits;
-	}
-	if (at < json->end && (*at == 'e' || *at == 'E')) {
-		at++;
-		if (at < json->end && (*at == '+' || *at == '-'))
-			at++;
-		digits = count_digits(at, json->end);
-		if (digits == 0)
-			return false;
-		at += digits;
-	}
-	json->at = at;
-	return true;
-}
-
-static bool skip_value(struct json *json, int depth);
-
-/*
- * Calls `member` for each key of an object; the callback consumes the value. A key with a
- * NUL byte, or longer than any field the helper reads, is passed as "" so it matches none.
- */
-static bool read_object(struct json *json, int depth, bool (*member)(struct json *, const char *, void *, int), void *context)
-{
-	char key[64];
-	size_t length;
-
-	if (depth > MAX_JSON_DEPTH || !take(json, '{'))
-		return false;
-	if (take(json, '}'))
-		return true;
-	do {
-		if (!read_string(json, key, sizeof(key), &length) || !take(json, ':'))
-			return false;
-		if (length != strlen(key))
-			key[0] = '\0';
-		skip_space(json);
-		if (!member(json, key, context, depth + 1))
-			return false;
-	} while (take(json, ','));
-	return take(json, '}');
-}
-
-static bool skip_member(struct json *json, const char *key, void *context, int depth)
-{
-	(void)key;
-	(void)context;
-	return skip_value(json, depth);
-}
-
-static bool skip_value(struct json *json, int depth)
-{
-	size_t length;
-
-	skip_space(json);
-	if (json->at >= json->end || depth > MAX_JSON_DEPTH)
-		return false;
-	switch (*json->at) {
-	case '{':
-		return read_object(json, depth, skip_member, NULL);
-	case '[':
-		json->at++;
-		if (take(json, ']'))
-			return true;
-		do {
-			if (!skip_value(json, depth + 1))
-				return false;
-		} while (take(json, ','));
-		return take(json, ']');
-	case '"':
-		return read_string(json, NULL, 0, &length);
-	}
-	return take_literal(json, "true") || take_literal(json, "false") || take_literal(json, "null") || read_number(json);
-}
-
 static bool error_member(struct json *json, const char *key, void *context, int depth)
 {
 	struct reply *reply = context;
 
 	if (strcmp(key, "message") != 0)
-		return skip_value(json, depth);
+		return json_skip_value(json, depth);
 	free(reply->message);
 	reply->message = NULL;
 	if (*json->at != '"')
-		return skip_value(json, depth);
+		return json_skip_value(json, depth);
 	/* A decoded string is at most three times as long as its JSON text: one invalid byte becomes U+FFFD. */
 	size_t capacity = (size_t)(json->end - json->at) * 3 + 1;
 
 	reply->message = malloc(capacity);
 	if (!reply->message)
 		fail("out of memory");
-	return read_string(json, reply->message, capacity, &reply->message_length);
+	return json_read_string(json, reply->message, capacity, &reply->message_length);
 }
 
 static bool tap_member(struct json *json, const char *key, void *context, int depth)
@@ -821,11 +412,11 @@ static bool tap_member(struct json *json, const char *key, void *context, int de
 	const char *start = json->at;
 
 	if (strcmp(key, "queues") != 0)
-		return skip_value(json, depth);
+		return json_skip_value(json, depth);
 	reply->queues = NULL;
 	if (*start != '-' && (*start < '0' || *start > '9'))
-		return skip_value(json, depth);
-	if (!read_number(json))
+		return json_skip_value(json, depth);
+	if (!json_read_number(json))
 		return false;
 	reply->queues = start;
 	reply->queues_length = (size_t)(json->at - start);
@@ -839,14 +430,14 @@ static bool reply_member(struct json *json, const char *key, void *context, int 
 	size_t length;
 
 	if (strcmp(key, "ok") == 0) {
-		reply->ok = take_literal(json, "true") ? 1 : take_literal(json, "false") ? 0 : -1;
-		return reply->ok >= 0 || skip_value(json, depth);
+		reply->ok = json_take_literal(json, "true") ? 1 : json_take_literal(json, "false") ? 0 : -1;
+		return reply->ok >= 0 || json_skip_value(json, depth);
 	}
 	if (strcmp(key, "op") == 0) {
 		reply->op_is_open_tap = false;
 		if (*json->at != '"')
-			return skip_value(json, depth);
-		if (!read_string(json, op, sizeof(op), &length))
+			return json_skip_value(json, depth);
+		if (!json_read_string(json, op, sizeof(op), &length))
 			return false;
 		reply->op_is_open_tap = length == strlen("open-tap") && strcmp(op, "open-tap") == 0;
 		return true;
@@ -855,17 +446,17 @@ static bool reply_member(struct json *json, const char *key, void *context, int 
 		free(reply->message);
 		reply->message = NULL;
 		if (*json->at != '{')
-			return skip_value(json, depth);
-		return read_object(json, depth, error_member, reply);
+			return json_skip_value(json, depth);
+		return json_read_object(json, depth, error_member, reply);
 	}
 	if (strcmp(key, "tap") == 0) {
 		reply->queues = NULL;
 		reply->has_tap = *json->at == '{';
 		if (!reply->has_tap)
-			return skip_value(json, depth);
-		return read_object(json, depth, tap_member, reply);
+			return json_skip_value(json, depth);
+		return json_read_object(json, depth, tap_member, reply);
 	}
-	return skip_value(json, depth);
+	return json_skip_value(json, depth);
 }
 
 static void not_a_reply(const char *path) __attribute__((noreturn));
@@ -896,9 +487,9 @@ static void receive_reply(int fd, const char *path, struct reply *reply)
 	struct json json = { .at = body, .end = body + length };
 
 	*reply = (struct reply){ .ok = -1 };
-	if (!read_object(&json, 0, reply_member, reply))
+	if (!json_read_object(&json, 0, reply_member, reply))
 		not_a_reply(path);
-	skip_space(&json);
+	json_skip_space(&json);
 	if (json.at != json.end || reply->ok < 0 || (reply->ok == 0 && !reply->message))
 		not_a_reply(path);
 }
@@ -998,7 +589,7 @@ int main(int argc, char **argv)
 	}
 	problem = interface_name_problem(arguments.bridge, problem_text, sizeof(problem_text));
 	if (problem)
-		fail("invalid bridge name %s: %s", json_quote(arguments.bridge), problem);
+		fail("invalid bridge name %s: %s", quote(arguments.bridge), problem);
 	check_channel(arguments.fd);
 	if (!path || !*path)
 		path = DEFAULT_SOCKET;

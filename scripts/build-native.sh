@@ -1,5 +1,5 @@
 #!/bin/sh
-# Compiles the native tapgate-helper (native/tapgate-helper.c) into dist/native/. bin/tapgate-helper
+# Compiles the native tapgate-helper (native/*.c) into dist/native/. bin/tapgate-helper
 # and scripts/install.sh use it when it exists and fall back to the Node build otherwise.
 # Set TAPGATE_REQUIRE_NATIVE=1 to fail instead of falling back when no C compiler is found.
 set -eu
@@ -18,5 +18,5 @@ mkdir -p dist/native
 # Hardened like a distribution package: fortified libc calls, stack protector, PIE, full RELRO.
 "$compiler" -std=c11 -O2 -Wall -Wextra -Wshadow -Wformat=2 -Wconversion -Wno-sign-conversion \
   -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -pie -Wl,-z,relro,-z,now \
-  -o dist/native/tapgate-helper.tmp native/tapgate-helper.c
+  -o dist/native/tapgate-helper.tmp native/tapgate-helper.c native/json.c native/text.c
 mv dist/native/tapgate-helper.tmp dist/native/tapgate-helper
