@@ -245,7 +245,7 @@ export function grantTap(context: GrantContext, identity: Identity, request: Ope
     attachTap(context, created, bridge, network, encodeAlias({ uid: identity.uid, network: network.name, id: created.id, mac, queues: request.queues }));
     const lease: Lease = {
       id: created.id, tap: created.name, ifindex: created.ifindex, uid: identity.uid, network: network.name,
-      bridge: network.bridge, mac, queues: request.queues, pid: identity.pid, since: new Date().toISOString(),
+      bridge: network.bridge, mac, queues: request.queues, pid: identity.pid, since: new Date().toISOString(), hostMacSeen: false,
     };
     context.leases.add(lease);
     const grant: TapGrant = {

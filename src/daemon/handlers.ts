@@ -2,7 +2,7 @@
 
 import { SystemError } from '../sys/errors.js';
 import { tunFeatures, TUN_PATH } from '../sys/tun.js';
-import type { RtnlSocket } from '../sys/rtnl.js';
+import { AF_UNSPEC, type Link, type RtnlSocket } from '../sys/rtnl.js';
 import { PROTOCOL_VERSION, RequestError, UNKNOWN_MAC, parseRequest, type ErrorCode, type OpenTapRequest, type Reply } from '../protocol/messages.js';
 import type { Identity } from '../policy/types.js';
 import type { Logger } from './log.js';
@@ -47,9 +47,15 @@ export function reconcile(state: State): void {
     const owner = link.kind === 'tun' ? decodeAlias(link.alias) : undefined;
     if (!owner) continue;
     seen.add(link.index);
-    if (state.leases.get(link.index)) continue;
+    const known = state.leases.get(link.index);
+    if (known) {
+      // Notifications may have been lost, the one with TAP_HOST_MAC among them, so from now on
+      // the guard looks up every tap whose notification shows another MAC.
+      known.hostMacSeen = true;
+      continue;
+    }
     const bridge = state.policy.ok ? state.policy.policy.networks.get(owner.network)?.bridge ?? '' : '';
-    state.leases.add({ ...owner, tap: link.name, ifindex: link.index, bridge, pid: null, since: new Date().toISOString() });
+    state.leases.add({ ...owner, tap: link.name, ifindex: link.index, bridge, pid: null, since: new Date().toISOString(), hostMacSeen: true });
     state.logger.log('info', 'Adopted a live tap', { tap: link.name, uid: owner.uid, network: owner.network, lease: owner.id });
   }
   for (const lease of state.leases.all()) {
@@ -62,9 +68,12 @@ export function reconcile(state: State): void {
  * A bridge also sends RTM_DELLINK (family AF_BRIDGE) for each port it loses, as when the bridge
  * is deleted. The tap itself lives on with its VM, so it must keep counting against the quota.
  */
-export function linkRemoved(state: State, ifindex: number): void {
-  if (!state.leases.get(ifindex) || state.rtnl.getLinkByIndex(ifindex)) return;
-  endLease(state, ifindex, 'the tap was removed (its last descriptor closed)');
+export function linkRemoved(state: State, link: Link): void {
+  if (!state.leases.get(link.index)) return;
+  // The device's own RTM_DELLINK (family AF_UNSPEC) is sent only as it is unregistered, so
+  // only a bridge port's notification needs the look-up.
+  if (link.family !== AF_UNSPEC && state.rtnl.getLinkByIndex(link.index)) return;
+  endLease(state, link.index, 'the tap was removed (its last descriptor closed)');
 }
 
 export function endLease(state: State, ifindex: number, reason: string): void {

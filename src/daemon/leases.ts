@@ -15,6 +15,11 @@ export interface Lease {
   queues?: number;
   pid: number | null;
   since: string;
+  /**
+   * Whether a notification has shown the tap with TAP_HOST_MAC. Until then, notifications
+   * that show another MAC are those sent before the grant configured it.
+   */
+  hostMacSeen: boolean;
 }
 
 const ALIAS_PREFIX = 'tapgate ';

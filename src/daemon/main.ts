@@ -78,7 +78,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     (events) => {
       for (const event of events) {
         try {
-          if (event.kind === 'del') linkRemoved(state, event.link.index);
+          if (event.kind === 'del') linkRemoved(state, event.link);
           guardLink(state, event.kind, event.link);
         } catch (error) {
           logger.log('error', 'Handling a link notification failed', { ifindex: event.link.index, name: event.link.name, error: String(error) });

@@ -46,10 +46,15 @@ function revoke(state: State, link: Link, reason: string): void {
 
 /** Checks a notification about a leased tap against the kernel's current state of it. */
 function guardTap(state: State, event: Link): void {
-  const suspicious = tamperReason(event, state.leases.get(event.index)?.queues) !== undefined || event.address !== TAP_HOST_MAC;
-  if (!suspicious) return;
-  // Notifications describe the moment they were sent; the first ones of a new tap still show
-  // its random MAC, so only the current state decides.
+  const leased = state.leases.get(event.index);
+  if (!leased) return;
+  // The grant sets TAP_HOST_MAC before it sends the descriptor, and notifications arrive in
+  // order. So a notification with another MAC is one from before the grant configured the tap,
+  // and needs no look-up, until a notification has shown TAP_HOST_MAC.
+  if (event.address === TAP_HOST_MAC) leased.hostMacSeen = true;
+  const macChanged = event.address !== TAP_HOST_MAC && leased.hostMacSeen;
+  if (tamperReason(event, leased.queues) === undefined && !macChanged) return;
+  // Notifications describe the moment they were sent, so only the current state decides.
   const link = state.rtnl.getLinkByIndex(event.index);
   const lease = state.leases.get(event.index);
   if (!link || !lease) return;

@@ -32,6 +32,8 @@ export const IFREQ_FLAGS_OFFSET = 16;
 export const IFF_UP = 0x1;
 
 /** include/linux/socket.h, include/uapi/asm-generic/socket.h */
+/** ifi_family of a device's own link notifications. */
+export const AF_UNSPEC = 0;
 export const AF_UNIX = 1;
 export const AF_NETLINK = 16;
 export const SOCK_STREAM = 1;

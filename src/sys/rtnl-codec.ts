@@ -146,12 +146,19 @@ function decodeString(value: Buffer): string {
   return value.toString('utf8', 0, end < 0 ? value.length : end);
 }
 
+const HEX_OCTETS = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
+/** Formats a hardware address; runs for every link notification, so it avoids per-byte strings. */
 function decodeMac(value: Buffer): string {
-  return [...value].map((byte) => byte.toString(16).padStart(2, '0')).join(':');
+  let text = value.length > 0 ? HEX_OCTETS[value[0]!]! : '';
+  for (let index = 1; index < value.length; index++) text += `:${HEX_OCTETS[value[index]!]!}`;
+  return text;
 }
 
 /** One network interface as the kernel reports it in RTM_NEWLINK. */
 export interface Link {
+  /** ifi_family: AF_UNSPEC (0) for the device itself, AF_BRIDGE (7) for its bridge port. */
+  family: number;
   index: number;
   name: string;
   flags: number;
@@ -174,6 +181,7 @@ export interface Link {
 /** Decodes the payload of an RTM_NEWLINK or RTM_DELLINK message. */
 export function decodeLink(payload: Buffer): Link {
   const link: Link = {
+    family: payload.readUInt8(0),
     type: payload.readUInt16LE(2),
     index: payload.readInt32LE(4),
     flags: payload.readUInt32LE(8),

@@ -17,6 +17,7 @@ import {
 } from './rtnl-codec.js';
 
 export type { Link } from './rtnl-codec.js';
+export { AF_UNSPEC } from './constants.js';
 
 const RECEIVE_BUFFER = 64 * 1024;
 /** How long one read of link events blocks before it returns EAGAIN; must be under 1000. */
