@@ -203,7 +203,9 @@ the same daemon. The daemon's RSS is VmRSS from
 /proc/PID/status, read right after the grants through the daemon ("busy") and again after
 ${scale.settleMs / 1000} s without requests ("settled"): V8 keeps the young generation that a burst of grants grew
 until its memory reducer runs, which may take longer than that. The RSS target uses the higher
-reading. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
+reading. The daemon runs with the NODE_OPTIONS of packaging/tapgate.service
+(\`${results.versions.daemonNodeOptions ?? 'not recorded'}\`): a small semi-space keeps V8's young generation from growing
+with each burst. Closing all ${last.liveTaps} live taps at the end took ${(scale.releaseMs / 1000).toFixed(1)} s.
 
 ${table(['Live taps', 'On measured bridge', 'Daemon p50', 'Daemon p99', 'p50 vs first step', 'Kernel-only p50', 'Kernel-only p99', 'p50 vs first step', 'RSS busy (MiB)', 'RSS settled (MiB)'], rows)}
 
