@@ -3,9 +3,10 @@
  *
  * QEMU starts a bridge helper for every -netdev bridge and waits for it, so the helper's
  * start-up is paid on every NIC. The Node build of the same helper (src/cli/helper.ts) spends
- * tens of milliseconds starting Node; this one starts in about one. Both speak the same
- * protocol (src/protocol/wire.ts and messages.ts) and print the same messages, except where
- * this build checks more: an --fd that is not a socket, and invalid UTF-8 in a bridge name.
+ * tens of milliseconds starting Node; this one starts as quickly as qemu-bridge-helper. Both
+ * speak the same protocol (src/protocol/wire.ts and messages.ts) and print the same messages,
+ * except that only this build can reject invalid UTF-8 in a bridge name (Node's argv decoding
+ * has already replaced it).
  *
  * It runs with the caller's privileges only: it asks the daemon for a tap and forwards the
  * descriptor. It reads no configuration file, so its location or invocation never changes
