@@ -18,16 +18,16 @@ import { REPO_ROOT, userReadableRoot } from '../test/support/env.js';
 export const UNLIMITED_REQUESTS = 'requests_per_second = 1000000\nrequest_burst = 1000000';
 
 /**
- * The NODE_OPTIONS that the shipped systemd unit (packaging/tapgate.service) gives the daemon,
- * or '' when it sets none. The benchmarks run the daemon with the same options, so the memory
- * and latency they report are those of an installed daemon.
+ * Returns the NODE_OPTIONS that the shipped systemd unit (packaging/tapgate.service) gives the
+ * daemon, or '' when it sets none. The benchmarks use the same options, so the memory and
+ * latency they report are those of an installed daemon.
  */
 export function unitNodeOptions(): string {
   const unit = readFileSync(join(REPO_ROOT, 'packaging', 'tapgate.service'), 'utf8');
   return /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)?.[1]?.trim() ?? '';
 }
 
-/** The startDaemon options that apply the unit's NODE_OPTIONS (see unitNodeOptions). */
+/** Returns the startDaemon options that apply the unit's NODE_OPTIONS (see unitNodeOptions). */
 export function unitDaemonOptions(): { wrapper: string[] } {
   const options = unitNodeOptions();
   return { wrapper: options ? ['env', `NODE_OPTIONS=${options}`] : [] };

@@ -37,8 +37,8 @@ const PLANS = {
     grants: 1000, warmup: 50,
     stormUsers: 20, stormPerUser: 25,
     scaleSteps: [0, 1024, 4096], scaleGrants: 1000, scaleSettleMs: 60_000,
-    // TCG throughput varies by about 15 % between runs of one back end; with 3 repetitions the
-    // medians could not tell 0.97 from 1.0, so the ratio target needs 5.
+    // TCG throughput varied by up to 15 % between runs of one back end. With 3 repetitions the
+    // medians could not tell 0.97 from 1.0, so the ratio target gets 5.
     dataRepetitions: 5, dataSeconds: 10,
     launchRepetitions: 5,
   },

@@ -517,7 +517,7 @@ static void check_grant(const char *path, const struct reply *reply)
 		char *text = strndup(reply->queues, reply->queues_length);
 
 		if (!text || strtod(text, NULL) != 1)
-			fail("The daemon's reply granted a tap with %.*s queues, but the request asked for 1", (int)reply->queues_length, reply->queues);
+			fail("The daemon's reply granted a tap with %.*s queues, but the request was for 1", (int)reply->queues_length, reply->queues);
 		free(text);
 	}
 	if (received_count != 1)

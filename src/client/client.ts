@@ -44,19 +44,25 @@ function notTapgateReply(socketPath: string): DaemonUnreachableError {
   return new DaemonUnreachableError(socketPath, 'EPROTO', 'the reply is not a tapgate reply; is a tapgate daemon of a matching version listening there?');
 }
 
-/** Decodes a reply body, or throws when it is not a reply object with a boolean "ok". */
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Decodes a reply body: an object with a boolean "ok" and, when "ok" is false, an "error"
+ * object with a string "message".
+ * @throws DaemonUnreachableError when the body is anything else.
+ */
 function parseReply(socketPath: string, body: Buffer): Reply {
   let reply: unknown;
   try {
     reply = JSON.parse(body.toString('utf8'));
   } catch {
-    reply = undefined;
+    throw notTapgateReply(socketPath);
   }
-  const fields = reply as Record<string, unknown> | undefined;
-  const wellFormed = typeof fields === 'object' && fields !== null && !Array.isArray(fields) && typeof fields.ok === 'boolean' &&
-    (fields.ok || (typeof fields.error === 'object' && fields.error !== null && typeof (fields.error as { message?: unknown }).message === 'string'));
-  if (!wellFormed) throw notTapgateReply(socketPath);
-  return reply as Reply;
+  if (!isObject(reply) || typeof reply.ok !== 'boolean') throw notTapgateReply(socketPath);
+  if (!reply.ok && !(isObject(reply.error) && typeof reply.error.message === 'string')) throw notTapgateReply(socketPath);
+  return reply as unknown as Reply;
 }
 
 /**
@@ -134,7 +140,7 @@ export function openTap(options: OpenTapOptions): { grant: TapGrant; fds: number
   }
   if (tap.queues !== message.queues) {
     closeAll(fds);
-    throw new DaemonError('internal', `The daemon's reply granted a tap with ${tap.queues} queues, but the request asked for ${message.queues}`);
+    throw new DaemonError('internal', `The daemon's reply granted a tap with ${tap.queues} queues, but the request was for ${message.queues}`);
   }
   if (fds.length !== tap.queues) {
     closeAll(fds);

@@ -138,11 +138,11 @@ function supportsVnetHdr(): boolean {
 }
 
 /**
- * Configures a new tap and attaches it to the bridge in one RTM_NEWLINK. The kernel's
- * do_setlink() applies IFLA_ADDRESS, IFLA_MTU and IFLA_IFALIAS before IFLA_MASTER and the flags
- * in every version, so the tap joins with the bridge's MTU and the bridge's MTU never drops.
- * (Whether IFF_UP comes before or after IFLA_MASTER changed between versions; a bridge accepts
- * both.) One request instead of two saves a round trip under RTNL on every grant.
+ * Configures a new tap and attaches it to the bridge in one RTM_NEWLINK, which saves a round
+ * trip under RTNL on every grant. The kernel's do_setlink() applies IFLA_ADDRESS, IFLA_MTU and
+ * IFLA_IFALIAS before IFLA_MASTER and the flags (in the 3.x to 6.x sources read for this), so
+ * the tap joins with the bridge's MTU and the bridge's MTU never drops. Whether IFF_UP comes
+ * before or after IFLA_MASTER changed between versions, and a bridge accepts both orders.
  */
 function attachTap(context: GrantContext, tap: { name: string; ifindex: number }, bridge: Link, network: Network, alias: string): void {
   const mtu = bridge.mtu ?? 1500;

@@ -57,7 +57,7 @@ function shedCapabilities(logger: Logger, reexecuted: boolean): void {
   // A bounding set with more is harmless for a process that is not root and cannot regain them.
   const unneeded = sets.permitted & ~NEEDED_MASK;
   if (unneeded !== 0n) {
-    logger.log('warn', 'The daemon holds capabilities it does not need and cannot drop them', {
+    logger.log('warn', 'The daemon cannot drop capabilities it does not need', {
       capabilities: capabilityNames(unneeded), reason: blocker, fix: 'start it as root with CAP_SETPCAP, or limit its capabilities with CapabilityBoundingSet= in its systemd unit',
     });
   }

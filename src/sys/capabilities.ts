@@ -222,9 +222,10 @@ export function execute(command: Command): never {
 
 /**
  * Removes every capability outside `keep` from the bounding set, clears the inheritable and
- * ambient sets and runs `command` with execve(), so the new process holds only `keep` (as far as
- * the bounding set had it). `sets` are the calling thread's current sets. Call it only when reexecBlocker() returns undefined, before this
- * process opens descriptors without close-on-exec that `command` should not inherit.
+ * ambient sets and runs `command` with execve(), so the new process has only `keep` (as far as
+ * the bounding set had it). `sets` are the calling thread's current sets. Call it only when
+ * reexecBlocker() returns undefined, and before this process opens descriptors without
+ * close-on-exec that `command` should not inherit.
  * @throws SystemError when a step fails. After a failed execve() the main thread's bounding
  *   set is already reduced, while its permitted and effective sets are unchanged.
  */

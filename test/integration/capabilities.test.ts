@@ -182,7 +182,7 @@ describe('daemon capabilities', { skip: privilegedSkipReason() }, () => {
       const sets = processCapabilities(daemon.process.pid!);
       assert.equal(sets.bounding, own.bounding & ~CAP_SETPCAP);
       assert.equal(countOf(daemon.output(), REEXEC_LINE), 0, daemon.output());
-      const warnings = logLines(daemon, 'The daemon holds capabilities it does not need and cannot drop them');
+      const warnings = logLines(daemon, 'The daemon cannot drop capabilities it does not need');
       assert.equal(warnings.length, 1, daemon.output());
       assert.match(String(warnings[0]!.reason), /CAP_SETPCAP/);
       assert.ok((warnings[0]!.capabilities as string[]).includes('CAP_SYS_ADMIN'), daemon.output());
@@ -197,7 +197,7 @@ describe('daemon capabilities', { skip: privilegedSkipReason() }, () => {
     const daemon = await startDaemon(ns, policy(alice, bridgeConf), { wrapper: ['env', 'TAPGATE_CAPABILITY_REEXEC=1'] });
     try {
       assert.equal(countOf(daemon.output(), REEXEC_LINE), 0, daemon.output());
-      const warnings = logLines(daemon, 'The daemon holds capabilities it does not need and cannot drop them');
+      const warnings = logLines(daemon, 'The daemon cannot drop capabilities it does not need');
       assert.equal(warnings.length, 1, daemon.output());
       assert.match(String(warnings[0]!.reason), /after re-executing once/);
       await assertGrants(daemon);

@@ -158,7 +158,7 @@ async function answerWith(path: string, answer: Answer | Buffer): Promise<StandI
   return { server, requests, trailing, closed: async () => { await Promise.all(closing); } };
 }
 
-/** A frame: 4-byte big-endian length (or `announced`), then the body. */
+/** Encodes `body` as a frame: a 4-byte big-endian length (or `announced`), then the body. */
 function frame(body: string | Buffer, announced?: number): Buffer {
   const bytes = Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
   const header = Buffer.alloc(4);
@@ -300,7 +300,8 @@ for (const [kind, command] of Object.entries(HELPERS)) {
         rmSync(directory, { recursive: true, force: true });
       }
     });
-    /** Runs the helper against a stand-in daemon that answers `answer`; returns the run and the requests it sent. */
+
+    /** Runs the helper against a stand-in daemon that replies with `answer`, and returns the run and the requests received. */
     async function againstAnswer(answer: Answer | Buffer, args = ['--use-vnet', '--br=br0', '--fd=3'], options: RunOptions = {}): Promise<{ run: Run; requests: unknown[] }> {
       const directory = temporaryDirectory();
       const socket = join(directory, 'tapgate.sock');
@@ -404,7 +405,7 @@ for (const [kind, command] of Object.entries(HELPERS)) {
     test('helper rejects a grant of two queues', async () => {
       const { run } = await againstAnswer({ bytes: frame(`{"version":1,"ok":true,"op":"open-tap","tap":{${TAP_FIELDS},"queues":2}}`), fds: 2 });
       assert.equal(run.status, 1);
-      assert.equal(run.stderr, "tapgate-helper: The daemon's reply granted a tap with 2 queues, but the request asked for 1\n");
+      assert.equal(run.stderr, "tapgate-helper: The daemon's reply granted a tap with 2 queues, but the request was for 1\n");
       assert.equal(run.channel.length, 0);
     });
 

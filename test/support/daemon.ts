@@ -55,7 +55,7 @@ export async function startDaemon(namespace: Namespace, policy: string, options:
   while (!output.includes('"Daemon started"')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
-      // No handle is returned, so nobody else would remove the directory.
+      // The caller gets no handle, so it cannot remove the directory itself.
       rmSync(directory, { recursive: true, force: true });
       throw new Error(`The daemon did not start (exit ${child.exitCode}):\n${output}`);
     }
